@@ -1,0 +1,1 @@
+"""The search: space → build → train → select. Knows nothing of Pythonx or JSON."""
