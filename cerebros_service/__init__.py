@@ -1,3 +1,43 @@
-"""cerebros-service: Cerebros-style neural architecture search for Elixir and Python callers."""
+"""cerebros-service: Cerebros-style neural architecture search for Elixir and Python callers.
+
+The public API is loaded on first use, so ``import cerebros_service`` stays cheap and
+never imports TensorFlow (a search imports it when it starts).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "run_nas": ".api",
+    "validate": ".api",
+    "register_dataset": ".data.registry",
+    "unregister_dataset": ".data.registry",
+    "list_datasets": ".data.registry",
+    "json_safe": ".boundary.results",
+    "scrub": ".boundary.results",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ loads lazily
+    from .api import run_nas, validate
+    from .boundary.results import json_safe, scrub
+    from .data.registry import list_datasets, register_dataset, unregister_dataset
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cerebros_service' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

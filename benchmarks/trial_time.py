@@ -1,0 +1,65 @@
+"""Wall time per trial and the share spent before the first epoch ends (build + compile + tracing).
+
+digits (1797 x 64), 20 epochs, batch 32, patience 20 (never stops early), a few random
+architectures trained one after another in this process, as the search does.
+
+    .venv/bin/python benchmarks/trial_time.py [--trials 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from cerebros_service.data.builtin import load_builtin
+from cerebros_service.data.dataset import split_indices
+from cerebros_service.run import trial_seed
+from cerebros_service.search.device import configure_device
+from cerebros_service.search.metrics import output_units
+from cerebros_service.search.records import Candidate
+from cerebros_service.search.settings import SpaceSettings, TrainSettings
+from cerebros_service.search.space import sample_architecture
+from cerebros_service.search.train import make_training_data, train_candidates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=20)
+    args = parser.parse_args()
+
+    device = configure_device("auto")
+    dataset = load_builtin("digits")
+    train_idx, val_idx = split_indices(dataset.n_samples, 0.2, seed=0)
+    data = make_training_data(dataset, train_idx, val_idx)
+    training = TrainSettings(epochs=args.epochs, batch_size=32, patience=args.epochs)
+    rng = np.random.default_rng(0)
+    candidates = [Candidate(i, 0, sample_architecture(SpaceSettings(), data.input_dim,
+                                                      output_units(dataset.task, dataset.n_classes), rng),
+                            trial_seed(0, i)) for i in range(args.trials)]
+    started = time.monotonic()
+    records = train_candidates(candidates, data, training, "val_accuracy", "max")
+    total = time.monotonic() - started
+
+    print(f"device: {device}; digits {data.x_train.shape[0]} train / {data.x_val.shape[0]} val, "
+          f"{args.epochs} epochs, batch 32")
+    print(f"{'trial':>5} {'params':>7} {'epochs':>6} {'wall_s':>7} {'first_epoch_s':>13} {'share':>6} "
+          f"{'later_epoch_s':>13} {'val_acc':>7}")
+    for r in records:
+        later = (r.duration_s - r.first_epoch_s) / max(1, r.epochs_run - 1) if r.first_epoch_s else float("nan")
+        share = r.first_epoch_s / r.duration_s if r.first_epoch_s else float("nan")
+        value = f"{r.value:.4f}" if r.value is not None else r.status
+        print(f"{r.trial:>5} {r.params or 0:>7} {r.epochs_run:>6} {r.duration_s:>7.2f} "
+              f"{r.first_epoch_s or float('nan'):>13.2f} {share:>6.0%} {later:>13.3f} {value:>7}")
+    walls = [r.duration_s for r in records]
+    firsts = [r.first_epoch_s for r in records if r.first_epoch_s is not None]
+    print(f"total {total:.1f} s; per trial median {statistics.median(walls):.2f} s; "
+          f"before the first epoch ends: median {statistics.median(firsts):.2f} s "
+          f"({sum(firsts) / sum(walls):.0%} of all trial time)")
+
+
+if __name__ == "__main__":
+    main()

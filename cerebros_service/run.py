@@ -1,0 +1,231 @@
+"""The search loop: ask → train → tell → record, within the budgets; events; artifacts.
+
+Keras is never imported here: training happens in ``search.train``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+from typing import Callable
+
+import numpy as np
+
+from . import __version__
+from .artifacts import RunDirectory
+from .data.dataset import Dataset, split_indices
+from .errors import InputError, SearchFailed
+from .search.device import configure_device, keras_backend
+from .search.metrics import output_units
+from .search.records import Candidate, SearchOutcome, TrialRecord
+from .search.settings import Direction, SearchSettings, resolve_metric
+from .search.space import architecture_summary
+from .search.train import make_training_data, train_candidates
+from .strategies import make_strategy
+
+log = logging.getLogger(__name__)
+
+MODELS_DIR = ".models"  # per-trial saves inside the run directory, removed at the end
+BEST_MODEL = "best_model.keras"
+
+
+def run_search(
+    dataset: Dataset,
+    settings: SearchSettings,
+    *,
+    run_dir: RunDirectory | None = None,
+    on_event: Callable[[dict], None] | None = None,
+    run_info: dict | None = None,
+) -> SearchOutcome:
+    started = time.monotonic()
+    started_at = datetime.now(timezone.utc).isoformat()
+    deadline = None if settings.max_time_seconds is None else started + settings.max_time_seconds
+    try:
+        metric, direction = resolve_metric(settings.objective, dataset.task)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    device = configure_device(settings.device)
+
+    train_idx, val_idx = split_indices(dataset.n_samples, settings.training.validation_split, settings.seed)
+    data = make_training_data(dataset, train_idx, val_idx)  # once per search
+    strategy = make_strategy(settings.strategy, settings, data.input_dim,
+                             output_units(dataset.task, dataset.n_classes),
+                             np.random.default_rng(settings.seed), direction)
+    models_dir = None
+    if run_dir is not None:
+        models_dir = run_dir.file(MODELS_DIR)
+        models_dir.mkdir(exist_ok=True)
+
+    state = _State(direction)
+
+    def record_trial(record: TrialRecord) -> None:
+        if _better(record, state.best, direction):
+            if record.model_path is not None and run_dir is not None:
+                os.replace(record.model_path, run_dir.file(BEST_MODEL))  # atomic swap of the best
+                record = replace(record, model_path=str(run_dir.file(BEST_MODEL)))
+            state.best = record
+        elif record.model_path is not None:
+            os.remove(record.model_path)
+        stored = replace(record, model_path=None)  # only the best's model survives, as best_model.keras
+        state.trials.append(stored)
+        if run_dir is not None:
+            run_dir.append_jsonl("trials.jsonl", stored.as_dict())
+        _emit(on_event, _trial_event(stored, state.best, started))
+
+    stopped_because = "max_trials"
+    try:
+        generation = 0
+        while True:
+            remaining = settings.max_trials - len(state.trials)
+            if remaining <= 0:
+                stopped_because = "max_trials"
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                stopped_because = "max_time_seconds"
+                break
+            architectures = strategy.ask(min(settings.population_size, remaining))
+            first = len(state.trials)
+            candidates = [Candidate(first + i, generation, arch, trial_seed(settings.seed, first + i))
+                          for i, arch in enumerate(architectures)]
+            best_value = state.best.value if state.best is not None else None
+            records = train_candidates(
+                candidates, data, settings.training, metric, direction, deadline=deadline,
+                save_dir=None if models_dir is None else str(models_dir), save_threshold=best_value,
+                on_record=record_trial,
+            )
+            strategy.tell(state.trials[first:])
+            if records:
+                stats = generation_stats(generation, state.trials[first:], direction)
+                state.history.append(stats)
+                _emit(on_event, {"type": "generation", **stats, "elapsed_s": time.monotonic() - started})
+            generation += 1
+    finally:
+        if models_dir is not None:
+            shutil.rmtree(models_dir, ignore_errors=True)
+
+    duration = time.monotonic() - started
+    best = state.best
+    trials = tuple(replace(t, model_path=best.model_path) if best is not None and t.trial == best.trial else t
+                   for t in state.trials)
+    if run_dir is not None:
+        if best is not None:
+            run_dir.write_json("best_architecture.json", {
+                "trial": best.trial, "generation": best.generation, "metric": metric,
+                "direction": direction, "value": best.value, "params": best.params,
+                "architecture": best.architecture,
+            })
+        run_dir.write_json("population_history.json", state.history)
+        run_dir.write_json("run.json", _run_json(dataset, settings, run_info, device, metric, direction,
+                                                  state, stopped_because, started_at, duration))
+    if best is None:
+        errors = sorted({t.error for t in state.trials if t.error})
+        hint = f"; first error: {errors[0]}" if errors else ""
+        raise SearchFailed(
+            f"no trial completed ({len(state.trials)} ran, stopped by {stopped_because}){hint}. "
+            "Try a smaller learning_rate, a larger max_time_seconds or max_trials, or a simpler space."
+        )
+    return SearchOutcome(
+        trials=trials, best=next(t for t in trials if t.trial == best.trial), metric=metric,
+        direction=direction, population_history=tuple(state.history), stopped_because=stopped_because,
+        duration_s=duration, artifacts={} if run_dir is None else run_dir.paths(), device=device,
+    )
+
+
+class _State:
+    def __init__(self, direction: Direction):
+        self.direction = direction
+        self.best: TrialRecord | None = None
+        self.trials: list[TrialRecord] = []
+        self.history: list[dict] = []
+
+
+def trial_seed(search_seed: int, trial: int) -> int:
+    """A seed per trial that depends on the search seed and the trial index only."""
+    return int(np.random.SeedSequence([int(search_seed), int(trial)]).generate_state(1)[0] % (2**31 - 1))
+
+
+def generation_stats(generation: int, records: list[TrialRecord], direction: Direction) -> dict:
+    values = [r.value for r in records if r.status == "completed" and r.value is not None
+              and math.isfinite(r.value)]
+    if not values:
+        best = mean = std = None
+    else:
+        best = max(values) if direction == "max" else min(values)
+        mean, std = float(np.mean(values)), float(np.std(values))
+    return {"generation": generation, "best_fitness": best, "mean_fitness": mean,
+            "std_fitness": std, "population_size": len(records)}
+
+
+def _better(record: TrialRecord, best: TrialRecord | None, direction: Direction) -> bool:
+    if record.status != "completed" or record.value is None or not math.isfinite(record.value):
+        return False
+    if best is None:
+        return True
+    return record.value > best.value if direction == "max" else record.value < best.value
+
+
+def _trial_event(record: TrialRecord, best: TrialRecord | None, started: float) -> dict:
+    summary = architecture_summary(record.architecture)
+    return {
+        "type": "trial", "trial": record.trial, "generation": record.generation,
+        "status": record.status, "metric": record.metric, "value": record.value,
+        "best_so_far": None if best is None else best.value,
+        "architecture": {"levels": summary["levels"], "neurons": summary["neurons"],
+                         "params": record.params},
+        "error": record.error, "elapsed_s": time.monotonic() - started,
+    }
+
+
+def _emit(on_event: Callable[[dict], None] | None, event: dict) -> None:
+    if on_event is None:
+        return
+    try:
+        on_event(event)
+    except Exception:  # a broken listener never stops a search
+        log.exception("on_event raised on a %s event; ignored", event.get("type"))
+
+
+def _run_json(dataset: Dataset, settings: SearchSettings, run_info: dict | None, device: str,
+              metric: str, direction: Direction, state: _State, stopped_because: str,
+              started_at: str, duration: float) -> dict:
+    completed = [t for t in state.trials if t.status == "completed"]
+    return {
+        "status": "completed" if state.best is not None else "failed",
+        "settings": asdict(settings),
+        "seed": settings.seed,
+        "dataset": dataset.describe(),
+        "run_info": run_info or {},
+        "versions": _versions(),
+        "device": device,
+        "metric": metric,
+        "direction": direction,
+        "best_trial": None if state.best is None else state.best.trial,
+        "best_value": None if state.best is None else state.best.value,
+        "trials": len(state.trials),
+        "completed_trials": len(completed),
+        "failed_trials": len(state.trials) - len(completed),
+        "stopped_because": stopped_because,
+        "timings": {
+            "started_at": started_at,
+            "duration_s": duration,
+            "training_s": sum(t.duration_s for t in state.trials),
+            "mean_trial_s": (sum(t.duration_s for t in state.trials) / len(state.trials)) if state.trials else None,
+        },
+    }
+
+
+def _versions() -> dict:
+    versions = {"cerebros_service": __version__, "python": platform.python_version(),
+                "numpy": np.__version__, "keras_backend": keras_backend()}
+    for name in ("keras", "tensorflow", "jax", "torch"):
+        module = sys.modules.get(name)  # report what this run loaded; import nothing new
+        if module is not None:
+            versions[name] = getattr(module, "__version__", None)
+    return versions

@@ -1,0 +1,202 @@
+"""The architecture space: sampler invariants, checker, and evolution operators keep them."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from cerebros_service.search.settings import SpaceSettings
+from cerebros_service.search.space import (
+    architecture_summary, check_architecture, repair_architecture, sample_architecture,
+)
+from cerebros_service.strategies.evolution import crossover, mutate
+
+SPACES = {
+    "default": SpaceSettings(),
+    "wide": SpaceSettings(min_levels=2, max_levels=5, min_units_per_level=1, max_units_per_level=5,
+                          activations=("elu", "relu", "tanh"), max_skip_depth=4,
+                          lateral_probability=0.9, max_laterals_per_level=3),
+    "choices": SpaceSettings(min_levels=1, max_levels=1, min_units_per_level=1, max_units_per_level=1,
+                             neuron_choices=(16, 32)),
+}
+
+
+def independent_check(arch: dict, space: SpaceSettings, output_units: int) -> None:
+    """Re-derive the invariants without using space.py's checker."""
+    levels = arch["levels"]
+    assert space.min_levels <= len(levels) - 1 <= space.max_levels
+    assert levels[-1]["units"] == [{"neurons": output_units, "activation": "output"}]
+    nodes = [(-1, 0)] + [(lv, u) for lv, level in enumerate(levels) for u in range(len(level["units"]))]
+    for lv, level in enumerate(levels[:-1]):
+        assert space.min_units_per_level <= len(level["units"]) <= space.max_units_per_level
+        for unit in level["units"]:
+            if space.neuron_choices:
+                assert unit["neurons"] in space.neuron_choices
+            else:
+                assert space.min_neurons <= unit["neurons"] <= space.max_neurons
+            assert unit["activation"] in space.activations
+    succ = {n: set() for n in nodes}
+    pred = {n: set() for n in nodes}
+    for (s, d) in arch["edges"]:
+        s, d = tuple(s), tuple(d)
+        assert s in succ and d in succ and s[0] < d[0], (s, d)
+        succ[s].add(d)
+        pred[d].add(s)
+    per_level: dict[int, int] = {}
+    for (s, d) in arch["laterals"]:
+        s, d = tuple(s), tuple(d)
+        assert s[0] == d[0] and s[1] < d[1] and 0 <= s[0] < len(levels) - 1, (s, d)
+        per_level[s[0]] = per_level.get(s[0], 0) + 1
+        succ[s].add(d)
+        pred[d].add(s)
+    assert all(count <= space.max_laterals_per_level for count in per_level.values())
+    assert all(pred[n] for n in nodes[1:]), "a unit without predecessor"
+
+    def closure(start, graph):
+        seen, todo = {start}, [start]
+        while todo:
+            for nxt in graph[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    assert closure((-1, 0), succ) == set(nodes), "a unit unreachable from the input"
+    assert closure(nodes[-1], pred) == set(nodes), "a unit that does not reach the output"
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_sampled_architectures_keep_every_invariant(name):
+    space = SPACES[name]
+    rng = np.random.default_rng(123)
+    for _ in range(300):
+        arch = sample_architecture(space, input_dim=7, output_units=3, rng=rng)
+        check_architecture(arch, space)
+        independent_check(arch, space, output_units=3)
+        assert arch["input_dim"] == 7
+        assert json.loads(json.dumps(arch)) == arch  # plain JSON data
+
+
+def test_same_seed_same_architectures_and_different_seeds_differ():
+    space = SPACES["wide"]
+
+    def draw(seed):
+        rng = np.random.default_rng(seed)
+        return [sample_architecture(space, 5, 1, rng) for _ in range(5)]
+
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
+
+
+def test_skip_connections_respect_the_depth_range():
+    # With affinity 0 a unit only gets the nearest-level fallback predecessor, so every
+    # edge longer than one level is an orphan's skip connection.
+    for low, high in ((1, 1), (2, 2), (2, 3)):
+        space = SpaceSettings(min_levels=4, max_levels=4, min_units_per_level=2, max_units_per_level=3,
+                              predecessor_affinity=0.0, min_skip_depth=low, max_skip_depth=high)
+        rng = np.random.default_rng(0)
+        depths = set()
+        for _ in range(100):
+            arch = sample_architecture(space, 4, 1, rng)
+            check_architecture(arch, space)
+            output_level = len(arch["levels"]) - 1
+            for s, d in arch["edges"]:
+                depth = d[0] - s[0]
+                if depth > 1:
+                    depths.add(depth)
+                    assert low <= depth <= high or d[0] == output_level, (s, d)
+        if high >= 2:
+            assert depths, "no skip connection was ever drawn"
+        else:
+            assert not depths
+
+
+def test_laterals_follow_probability_and_cap():
+    none = SpaceSettings(min_units_per_level=3, max_units_per_level=4, lateral_probability=0.0)
+    every = SpaceSettings(min_units_per_level=3, max_units_per_level=4, lateral_probability=1.0,
+                          lateral_decay=1.0, max_laterals_per_level=2)
+    rng = np.random.default_rng(1)
+    for _ in range(50):
+        assert sample_architecture(none, 3, 1, rng)["laterals"] == []
+        arch = sample_architecture(every, 3, 1, rng)
+        per_level = [sum(1 for s, _ in arch["laterals"] if s[0] == lv) for lv in range(len(arch["levels"]) - 1)]
+        assert per_level == [2] * (len(arch["levels"]) - 1)
+
+
+def test_summary_lists_units_and_neurons_per_level():
+    arch = sample_architecture(SPACES["wide"], 5, 4, np.random.default_rng(3))
+    summary = architecture_summary(arch)
+    assert summary["levels"] == [len(level["units"]) for level in arch["levels"]]
+    assert summary["neurons"][-1] == [4]
+    assert [len(n) for n in summary["neurons"]] == summary["levels"]
+
+
+def _valid():
+    return sample_architecture(SPACES["wide"], 5, 2, np.random.default_rng(11))
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda a: a["edges"].append([[len(a["levels"]) - 1, 0], [0, 0]]), "later level"),
+    (lambda a: a["laterals"].append([[0, 0], [0, 0]]), "lateral"),
+    (lambda a: a.update(edges=[e for e in a["edges"] if e[1] != [0, 0]],
+                        laterals=[e for e in a["laterals"] if e[1] != [0, 0]]), "no predecessor"),
+    (lambda a: a.update(edges=[e for e in a["edges"] if e[0] != [0, 0]],
+                        laterals=[e for e in a["laterals"] if e[0] != [0, 0]]), "does not reach the output"),
+    (lambda a: a["levels"][0]["units"][0].update(neurons=0), "positive int"),
+    (lambda a: a["levels"][0]["units"][0].update(activation="sparkle"), "unknown activation"),
+    (lambda a: a["levels"][-1]["units"].append({"neurons": 2, "activation": "output"}), "exactly one unit"),
+    (lambda a: a["edges"].append([[0, 99], [1, 0]]), "does not exist"),
+    (lambda a: a["edges"].append(copy.deepcopy(a["edges"][0])), "repeats"),
+    (lambda a: a.update(dropout=1.5), "dropout"),
+])
+def test_checker_rejects_broken_architectures(breakage, message):
+    arch = _valid()
+    check_architecture(arch)
+    breakage(arch)
+    with pytest.raises(ValueError, match=message):
+        check_architecture(arch)
+
+
+def test_checker_with_space_rejects_out_of_range_values():
+    arch = _valid()
+    arch["levels"][0]["units"][0]["neurons"] = 10_000
+    check_architecture(arch)  # structurally fine
+    with pytest.raises(ValueError, match="neurons"):
+        check_architecture(arch, SPACES["wide"])
+
+
+def test_repair_makes_a_stripped_architecture_valid():
+    arch = _valid()
+    arch["edges"], arch["laterals"] = [], []
+    repaired = repair_architecture(arch, SPACES["wide"], np.random.default_rng(0))
+    check_architecture(repaired, SPACES["wide"])
+    independent_check(repaired, SPACES["wide"], output_units=2)
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_mutation_and_crossover_children_are_valid(name):
+    space = SPACES[name]
+    rng = np.random.default_rng(5)
+    for _ in range(150):
+        a = sample_architecture(space, 6, 2, rng)
+        b = sample_architecture(space, 6, 2, rng)
+        for rate in (0.0, 0.5, 1.0):
+            child = mutate(a, space, rate, rng, force=True)
+            independent_check(child, space, output_units=2)
+            assert child != a, "a forced mutation changed nothing"
+        child = crossover(a, b, space, rng)
+        independent_check(child, space, output_units=2)
+
+
+def test_operators_do_not_modify_their_parents():
+    space = SPACES["wide"]
+    rng = np.random.default_rng(9)
+    a, b = sample_architecture(space, 6, 2, rng), sample_architecture(space, 6, 2, rng)
+    a_before, b_before = copy.deepcopy(a), copy.deepcopy(b)
+    for _ in range(20):
+        mutate(a, space, 1.0, rng, force=True)
+        crossover(a, b, space, rng)
+    assert a == a_before and b == b_before
