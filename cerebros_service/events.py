@@ -8,6 +8,7 @@ and goes through ``json_safe`` first: Pythonx cannot decode NaN or numpy values.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from typing import Any, Callable
 
@@ -39,6 +40,10 @@ def pythonx_sender(pid: Any) -> Listener:
                 log.warning("opts.notify was given but this is not a Pythonx interpreter; "
                             "events are not sent")
         if state["module"] is not None:
+            # Pythonx (0.4.x) wraps the object it is handed in a resource that releases
+            # one reference when Elixir drops the message, but never takes one: without
+            # this, the event could be freed while the message is still in flight.
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(event))
             state["module"].send_tagged_object(pid, EVENT_TAG, event)
 
     return send

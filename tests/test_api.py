@@ -110,6 +110,17 @@ def test_thunderline_request_as_pythonx_sends_it(tmp_path, fake_pythonx):
         assert_plain(event)
 
 
+def test_a_pythonx_event_carries_the_reference_pythonx_will_release(fake_pythonx):
+    from cerebros_service.events import pythonx_sender
+
+    pythonx_sender(object())({"type": "trial"})
+    control = {"type": "trial"}
+    fake_pythonx.sent.append((None, None, control))
+    del control
+    (_, _, sent), (_, _, held) = fake_pythonx.sent
+    assert sys.getrefcount(sent) - sys.getrefcount(held) == 1
+
+
 def test_numpy_arrays_and_on_event_callable(tmp_path, monkeypatch):
     import cerebros_service.run as engine
 
@@ -180,26 +191,38 @@ def test_dataset_failure(tmp_path):
     assert "missing.csv" in result["error"]
 
 
-def test_search_failure_and_internal_error_become_results(tmp_path, monkeypatch, caplog):
-    import cerebros_service.run as engine
-
-    def no_trial_completed(*args, **kwargs):
-        raise SearchFailed("no trial completed (2 ran)")
-
-    monkeypatch.setattr(engine, "run_search", no_trial_completed)
-    request = ({"dataset_id": "iris"}, {"artifacts_dir": str(tmp_path), "run_id": "r1"})
-    result = run_nas(*request)
+def test_every_trial_failing_is_a_search_failure(tmp_path):
+    # Targets near 1e30 square past float32's range: every trial's loss is inf.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).tolist()
+    y = (rng.normal(size=40) * 1e30).tolist()
+    result = run_nas(
+        {"dataset": {"source": "inline", "x": x, "y": y}, "task": "regression",
+         "training": {"epochs": 1}},
+        {"artifacts_dir": str(tmp_path), "run_id": "r1",
+         "budget": {"max_trials": 2, "population_size": 2}},
+    )
     assert_failure(result, "search_failed")
-    assert result["error"] == "no trial completed (2 ran)"
+    assert "2" in result["error"] and result["run_id"] == "r1"
+    run_dir = tmp_path / "r1"
+    assert len((run_dir / "trials.jsonl").read_text().splitlines()) == 2  # nothing done is lost
 
-    def bug(*args, **kwargs):
-        return {}["missing"]  # a KeyError raised from C code, the kind Pythonx mangles
 
-    monkeypatch.setattr(engine, "run_search", bug)
+class _HostileArray(np.ndarray):
+    """A caller's array whose indexing breaks in a way no check anticipates."""
+
+    def __getitem__(self, key):
+        raise KeyError("hostile indexing")
+
+
+def test_an_unexpected_exception_becomes_internal_error(tmp_path, caplog):
+    x = np.zeros((20, 3), dtype=np.float32).view(_HostileArray)
+    y = np.arange(20) % 2
     with caplog.at_level("ERROR"):
-        result = run_nas(*request)
+        result = run_nas({"dataset": {"source": "arrays", "x": x, "y": y}, "training": {"epochs": 1}},
+                         {"artifacts_dir": str(tmp_path), "run_id": "r2"})
     assert_failure(result, "internal_error")
-    assert "KeyError" in result["error"] and result["run_id"] == "r1"
+    assert "KeyError" in result["error"] and result["run_id"] == "r2"
     assert "Traceback" in caplog.text
 
 

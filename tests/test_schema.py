@@ -209,3 +209,8 @@ def test_check_request_raises_input_error_with_every_detail():
         check_request({"dataset_id": 5}, {"device": "tpu"})
     assert [d.loc for d in caught.value.details] == [("spec", "dataset_id"), ("opts", "device")]
     assert "must be one of 'auto', 'cpu' or 'gpu', got 'tpu'" in caught.value.message
+
+
+def test_default_elite_shrinks_to_a_tiny_population():
+    spec, opts = check_request({"dataset_id": "iris"}, {"budget": {"population_size": 1}})
+    assert build_settings(spec, opts, "val_accuracy").elite_size == 1

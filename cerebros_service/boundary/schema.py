@@ -357,7 +357,10 @@ class Opts(_Strict):
 
     @model_validator(mode="after")
     def _cross_fields(self) -> Opts:
-        if self.parameters.elite_size > self.budget.population_size:
+        # The default elite (2) shrinks to fit a tiny population; only an elite the
+        # caller asked for is an error.
+        asked = "elite_size" in self.parameters.model_fields_set
+        if asked and self.parameters.elite_size > self.budget.population_size:
             _problems([(
                 ("parameters", "elite_size"),
                 f"must not exceed budget.population_size ({self.budget.population_size}), "
@@ -402,7 +405,7 @@ def build_settings(spec: Spec, opts: Opts, objective_key: str) -> SearchSettings
         max_time_seconds=opts.budget.max_time_seconds,
         mutation_rate=opts.parameters.mutation_rate,
         crossover_rate=opts.parameters.crossover_rate,
-        elite_size=opts.parameters.elite_size,
+        elite_size=min(opts.parameters.elite_size, opts.budget.population_size),
         objective=objective_key,
         device=opts.device,
         space=spec.search_space.to_settings(),
