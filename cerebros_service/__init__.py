@@ -18,7 +18,7 @@ _EXPORTS = {
     "register_dataset": ".data.registry",
     "unregister_dataset": ".data.registry",
     "list_datasets": ".data.registry",
-    "json_safe": ".boundary.results",
+    "json_safe": ".jsonsafe",
     "scrub": ".boundary.results",
 }
 
@@ -26,7 +26,8 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ loads lazily
     from .api import run_nas, validate
-    from .boundary.results import json_safe, scrub
+    from .boundary.results import scrub
+    from .jsonsafe import json_safe
     from .data.registry import list_datasets, register_dataset, unregister_dataset
 
 

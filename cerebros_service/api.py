@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from .boundary.normalize import normalize
-from .boundary.results import failure_result, json_safe, library_versions, success_result, utc_timestamp
+from .boundary.results import failure_result, library_versions, success_result, utc_timestamp
+from .jsonsafe import json_safe
 from .boundary.schema import (
     RUN_ID_PATTERN,
     ArraysSource,

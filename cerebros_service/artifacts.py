@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import orjson
+from .jsonsafe import dumps
 
 ARTIFACT_NAMES = ("best_model.keras", "best_architecture.json", "trials.jsonl",
                   "population_history.json", "run.json")
@@ -63,36 +61,3 @@ class RunDirectory:
     def paths(self) -> dict[str, str]:
         """Absolute paths of the artifacts that exist now."""
         return {name: str(self.file(name)) for name in ARTIFACT_NAMES if self.file(name).exists()}
-
-
-def dumps(obj, indent: bool = False) -> bytes:
-    option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-    if indent:
-        option |= orjson.OPT_INDENT_2
-    return orjson.dumps(_finite(obj), default=_default, option=option)
-
-
-def _finite(obj):
-    """Non-finite floats become None (orjson would write null anyway; this also covers numpy)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, np.floating):
-        value = float(obj)
-        return value if math.isfinite(value) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
-def _default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return _finite(obj.tolist())
-    if isinstance(obj, (Path, os.PathLike)):
-        return os.fspath(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"cannot write {type(obj).__name__} as JSON")

@@ -32,7 +32,7 @@ class ProtocolWriter:
         self.lock = threading.Lock()
 
     def write_json(self, obj: Any) -> None:
-        from .boundary.results import dumps
+        from .jsonsafe import dumps
 
         data = dumps(obj) + b"\n"
         with self.lock:
@@ -234,7 +234,10 @@ def cmd_validate(args: argparse.Namespace, out: ProtocolWriter) -> int:
 
 def cmd_serve(args: argparse.Namespace, out: ProtocolWriter) -> int:
     if args.preload:
-        import cerebros_service.run  # noqa: F401 - pay the engine's import once, up front
+        # Pay the engine's start-up (Keras and its backend) before the first request.
+        import keras  # noqa: F401
+
+        import cerebros_service.run  # noqa: F401
 
     for line in sys.stdin.buffer:
         if not line.strip():

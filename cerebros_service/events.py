@@ -12,7 +12,7 @@ import ctypes
 import logging
 from typing import Any, Callable
 
-from .boundary.results import json_safe
+from .jsonsafe import json_safe
 
 log = logging.getLogger(__name__)
 

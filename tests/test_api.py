@@ -16,7 +16,6 @@ import pytest
 
 import cerebros_service
 from cerebros_service import run_nas
-from cerebros_service.errors import SearchFailed
 
 RECORDING = Path(__file__).parent / "data" / "pythonx-encoding.tsv"
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from cerebros_service.boundary.normalize import MAX_DEPTH, normalize, render_loc
-from cerebros_service.boundary.results import json_safe
+from cerebros_service.jsonsafe import json_safe
 from cerebros_service.errors import InputError
 
 RECORDING = Path(__file__).parent / "data" / "pythonx-encoding.tsv"

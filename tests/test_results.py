@@ -18,7 +18,8 @@ import pytest
 from pydantic import BaseModel
 
 from cerebros_service import json_safe, scrub
-from cerebros_service.boundary.results import dumps, failure_result, success_result
+from cerebros_service.boundary.results import failure_result, success_result
+from cerebros_service.jsonsafe import dumps
 from cerebros_service.errors import DatasetError, ErrorDetail, InputError, SearchFailed
 from cerebros_service.search.records import SearchOutcome, TrialRecord
 
