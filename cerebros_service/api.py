@@ -98,14 +98,19 @@ def _checked(spec: Any, opts: Any) -> tuple[Spec, Opts]:
     return models["spec"], models["opts"]
 
 
-def _raw_dataset_id(spec: Any) -> str | None:
-    """dataset_id from a spec that failed validation elsewhere, to report it too."""
-    if not isinstance(spec, dict):
+def _raw_text(mapping: Any, key: str) -> str | None:
+    """A str value from an unvalidated request part, whether its key and value came as str or bytes."""
+    if not isinstance(mapping, dict):
         return None
-    value = spec.get("dataset_id", spec.get(b"dataset_id"))
+    value = mapping.get(key, mapping.get(key.encode()))
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
-    return value if isinstance(value, str) and value else None
+    return value if isinstance(value, str) else None
+
+
+def _raw_dataset_id(spec: Any) -> str | None:
+    """dataset_id from a spec that failed validation elsewhere, to report it too."""
+    return _raw_text(spec, "dataset_id") or None
 
 
 def _unknown_dataset_id(name: str) -> ErrorDetail | None:
@@ -121,12 +126,8 @@ def _unknown_dataset_id(name: str) -> ErrorDetail | None:
 
 def _given_run_id(opts: Any) -> str | None:
     """The caller's run_id for a failure result, when it is usable as one."""
-    if not isinstance(opts, dict):
-        return None
-    value = opts.get("run_id", opts.get(b"run_id"))
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, str) and RUN_ID_PATTERN.fullmatch(value) and value not in (".", ".."):
+    value = _raw_text(opts, "run_id")
+    if value is not None and RUN_ID_PATTERN.fullmatch(value) and value not in (".", ".."):
         return value
     return None
 
