@@ -20,7 +20,7 @@ from cerebros_service.run import trial_seed
 from cerebros_service.search.device import configure_device
 from cerebros_service.search.metrics import output_units
 from cerebros_service.search.records import Candidate
-from cerebros_service.search.settings import SpaceSettings, TrainSettings
+from cerebros_service.settings import SpaceSettings, TrainSettings
 from cerebros_service.search.space import sample_architecture
 from cerebros_service.search.train import make_training_data, train_candidates
 

@@ -37,7 +37,7 @@ from .data.dataset import Dataset, make_dataset
 from .data.files import load_csv, load_npz
 from .errors import DatasetError, ErrorDetail, InputError, ServiceError
 from .events import make_event_sink
-from .search.settings import resolve_metric
+from .settings import resolve_metric
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """Failure kinds as types, so callers branch on a class and never on a string.
 
-A ``TrialFailure`` fails one trial and the search goes on; the other errors end a
-run and become a ``status: "failed"`` result whose ``error_type`` is the class's
-``error_type``. Anything else that escapes is a bug and is reported as
+A trial that fails is a ``TrialRecord`` with ``status: "failed"`` (the search goes
+on); the errors here end a run and become a ``status: "failed"`` result whose
+``error_type`` is the class's ``error_type``. Anything else that escapes is a bug and is reported as
 ``internal_error``.
 """
 
@@ -50,6 +50,3 @@ class SearchFailed(ServiceError):
 
     error_type = "search_failed"
 
-
-class TrialFailure(Exception):
-    """One trial failed (exception, NaN/inf loss or metric); the search goes on."""

@@ -25,7 +25,7 @@ from .errors import InputError, SearchFailed
 from .search.device import configure_device, keras_backend
 from .search.metrics import output_units
 from .search.records import Candidate, SearchOutcome, TrialRecord
-from .search.settings import Direction, SearchSettings, resolve_metric
+from .settings import Direction, SearchSettings, best_of, is_better, resolve_metric
 from .search.space import architecture_summary
 from .search.train import make_training_data, train_candidates
 from .strategies import make_strategy
@@ -43,7 +43,11 @@ def run_search(
     run_dir: RunDirectory | None = None,
     on_event: Callable[[dict], None] | None = None,
     run_info: dict | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> SearchOutcome:
+    """Search within the budgets; ``should_stop()`` (checked every batch) cancels cooperatively:
+    the running trials end at once keeping their best epoch, and the outcome says
+    ``stopped_because="cancelled"``."""
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat()
     deadline = None if settings.max_time_seconds is None else started + settings.max_time_seconds
@@ -66,7 +70,8 @@ def run_search(
     state = _State(direction)
 
     def record_trial(record: TrialRecord) -> None:
-        if _better(record, state.best, direction):
+        if record.status == "completed" and is_better(
+                record.value, None if state.best is None else state.best.value, direction):
             if record.model_path is not None and run_dir is not None:
                 os.replace(record.model_path, run_dir.file(BEST_MODEL))  # atomic swap of the best
                 record = replace(record, model_path=str(run_dir.file(BEST_MODEL)))
@@ -90,6 +95,9 @@ def run_search(
             if deadline is not None and time.monotonic() >= deadline:
                 stopped_because = "max_time_seconds"
                 break
+            if should_stop is not None and should_stop():
+                stopped_because = "cancelled"
+                break
             architectures = strategy.ask(min(settings.population_size, remaining))
             first = len(state.trials)
             candidates = [Candidate(first + i, generation, arch, trial_seed(settings.seed, first + i))
@@ -98,7 +106,7 @@ def run_search(
             records = train_candidates(
                 candidates, data, settings.training, metric, direction, deadline=deadline,
                 save_dir=None if models_dir is None else str(models_dir), save_threshold=best_value,
-                on_record=record_trial,
+                on_record=record_trial, should_stop=should_stop,
             )
             strategy.tell(state.trials[first:])
             if records:
@@ -157,18 +165,10 @@ def generation_stats(generation: int, records: list[TrialRecord], direction: Dir
     if not values:
         best = mean = std = None
     else:
-        best = max(values) if direction == "max" else min(values)
+        best = best_of(values, direction)
         mean, std = float(np.mean(values)), float(np.std(values))
     return {"generation": generation, "best_fitness": best, "mean_fitness": mean,
             "std_fitness": std, "population_size": len(records)}
-
-
-def _better(record: TrialRecord, best: TrialRecord | None, direction: Direction) -> bool:
-    if record.status != "completed" or record.value is None or not math.isfinite(record.value):
-        return False
-    if best is None:
-        return True
-    return record.value > best.value if direction == "max" else record.value < best.value
 
 
 def _trial_event(record: TrialRecord, best: TrialRecord | None, started: float) -> dict:

@@ -28,14 +28,14 @@ def make_tiny_dataset(task: str, n: int = 120, features: int = 6, seed: int = 0)
 
 
 def tiny_space():
-    from cerebros_service.search.settings import SpaceSettings
+    from cerebros_service.settings import SpaceSettings
 
     return SpaceSettings(min_levels=1, max_levels=2, min_units_per_level=1, max_units_per_level=2,
                          min_neurons=4, max_neurons=12, activations=("elu", "relu"))
 
 
 def tiny_training(**overrides):
-    from cerebros_service.search.settings import TrainSettings
+    from cerebros_service.settings import TrainSettings
 
     values = dict(epochs=2, batch_size=32, learning_rate=0.01, patience=3, validation_split=0.25)
     values.update(overrides)
@@ -50,7 +50,7 @@ def tiny_dataset():
 @pytest.fixture
 def fast_settings():
     """SearchSettings factory: tiny space, 2 epochs; pass overrides as keywords."""
-    from cerebros_service.search.settings import SearchSettings
+    from cerebros_service.settings import SearchSettings
 
     def make(training: dict | None = None, **overrides):
         values = dict(max_trials=2, population_size=2, space=tiny_space(),

@@ -13,7 +13,7 @@ from cerebros_service import run_nas, validate
 from cerebros_service.boundary.normalize import normalize
 from cerebros_service.boundary.schema import build_settings, check_request
 from cerebros_service.errors import InputError
-from cerebros_service.search.settings import SearchSettings, SpaceSettings
+from cerebros_service.settings import SearchSettings, SpaceSettings
 
 
 def problems(result: dict) -> dict[str, str]:

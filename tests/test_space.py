@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from cerebros_service.search.settings import SpaceSettings
+from cerebros_service.settings import SpaceSettings
 from cerebros_service.search.space import (
     architecture_summary, check_architecture, repair_architecture, sample_architecture,
 )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cerebros_service.search.records import TrialRecord
-from cerebros_service.search.settings import SearchSettings
+from cerebros_service.settings import SearchSettings
 from cerebros_service.search.space import check_architecture
 from cerebros_service.strategies import STRATEGIES, Strategy, make_strategy
 from conftest import tiny_space

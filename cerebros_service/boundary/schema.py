@@ -33,8 +33,7 @@ from pydantic_core import PydanticCustomError
 
 from ..data.dataset import TaskRequest
 from ..errors import ErrorDetail, InputError
-from ..search.settings import SearchSettings, SpaceSettings, TrainSettings, resolve_metric
-from ..search.space import KNOWN_ACTIVATIONS
+from ..settings import KNOWN_ACTIVATIONS, SearchSettings, SpaceSettings, TrainSettings, resolve_metric
 from .errors_text import describe_errors, short_repr, summary_sentence
 
 # Activation names the trainer accepts for hidden units, from the search space itself

@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import DatasetError
-from ..search.settings import Task
+from ..settings import Task
 
 TaskRequest = Literal["auto", "classification", "binary", "multiclass", "regression"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .metrics import compiled_metrics, head_for
-from .settings import Task
+from ..settings import Task
 from .space import INPUT, all_nodes, check_architecture, level_sizes, predecessors_of
 
 

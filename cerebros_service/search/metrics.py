@@ -1,4 +1,4 @@
-"""Task → output head, loss and compiled metrics, with the history keys they produce.
+"""Task → output head, loss and compiled metrics.
 
 The metric objects are built inside ``compiled_metrics`` so that importing this
 module never imports Keras.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .settings import Task
+from ..settings import Task
 
 
 @dataclass(frozen=True)
@@ -16,20 +16,18 @@ class Head:
     units: int
     activation: str  # Keras activation of the output Dense layer
     loss: str
-    history_keys: tuple[str, ...]  # validation keys the compiled model reports
 
 
 def head_for(task: Task, n_classes: int | None = None) -> Head:
     if task == "binary":
-        return Head(1, "sigmoid", "binary_crossentropy", ("val_loss", "val_accuracy", "val_auc"))
+        return Head(1, "sigmoid", "binary_crossentropy")
     if task == "multiclass":
         if not n_classes or n_classes < 2:
             raise ValueError(f"multiclass needs n_classes >= 2, got {n_classes!r}")
-        return Head(int(n_classes), "softmax", "sparse_categorical_crossentropy",
-                    ("val_loss", "val_accuracy"))
+        return Head(int(n_classes), "softmax", "sparse_categorical_crossentropy")
     if task == "regression":
         # Linear, then rescaled by the target's mean/std inside the model (see build.py).
-        return Head(1, "linear", "mean_squared_error", ("val_loss", "val_rmse", "val_mae"))
+        return Head(1, "linear", "mean_squared_error")
     raise ValueError(f"unknown task {task!r}; use binary, multiclass or regression")
 
 
@@ -38,7 +36,7 @@ def output_units(task: Task, n_classes: int | None = None) -> int:
 
 
 def compiled_metrics(task: Task) -> list:
-    """Fresh Keras metric objects; their names make the history keys in ``Head.history_keys``."""
+    """Fresh Keras metric objects; "val_" + each name is a history key (settings.METRIC_DIRECTIONS)."""
     import keras
 
     if task == "binary":

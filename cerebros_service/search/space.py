@@ -17,14 +17,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from .settings import SpaceSettings
+from ..settings import KNOWN_ACTIVATIONS, OUTPUT_ACTIVATION, SpaceSettings
 
 INPUT = (-1, 0)
-OUTPUT_ACTIVATION = "output"  # the output unit's activation is settled by the task head
-KNOWN_ACTIVATIONS = frozenset(
-    {"elu", "relu", "selu", "gelu", "tanh", "sigmoid", "swish", "silu", "softplus",
-     "softsign", "linear", "leaky_relu", "mish", "relu6", "hard_sigmoid", "exponential"}
-)
 
 Node = tuple[int, int]
 Edge = tuple[Node, Node]

@@ -24,7 +24,7 @@ import numpy as np
 from ..data.dataset import Dataset
 from .build import build_model
 from .records import Candidate, TrialRecord
-from .settings import Direction, Task, TrainSettings
+from ..settings import Direction, Task, TrainSettings, is_better
 
 ERROR_CHARS = 500  # keep error strings readable in events and results
 
@@ -79,6 +79,7 @@ def train_candidates(
     save_dir: str | None = None,
     save_threshold: float | None = None,
     on_record: Callable[[TrialRecord], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[TrialRecord]:
     """Train each candidate in turn; return one record per candidate that started.
 
@@ -93,9 +94,11 @@ def train_candidates(
     for candidate in candidates:
         if deadline is not None and time.monotonic() >= deadline:
             break
+        if should_stop is not None and should_stop():
+            break
         path = None if save_dir is None else os.path.join(save_dir, f"trial-{candidate.trial:04d}.keras")
         record = train_one(candidate, data, training, metric, direction, deadline=deadline,
-                           save_path=path, save_threshold=threshold)
+                           save_path=path, save_threshold=threshold, should_stop=should_stop)
         if record.model_path is not None:
             threshold = record.value
         records.append(record)
@@ -114,6 +117,7 @@ def train_one(
     deadline: float | None = None,
     save_path: str | None = None,
     save_threshold: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> TrialRecord:
     import keras
 
@@ -133,7 +137,7 @@ def train_one(
             data.x_train, _targets(data.y_train, data.task),
             validation_data=(data.x_val, _targets(data.y_val, data.task)),
             epochs=training.epochs, batch_size=training.batch_size,
-            callbacks=[_callback_class()(keep, deadline)], verbose=0,
+            callbacks=[_callback_class()(keep, deadline, should_stop)], verbose=0,
         ).history
     except Exception as exc:  # one broken candidate must not end the search
         return _failed(candidate, metric, started, keep, _describe(exc), model)
@@ -145,7 +149,7 @@ def train_one(
         return _failed(candidate, metric, started, keep, reason, model, history)
 
     model_path = None
-    if save_path is not None and _beats(keep.best_value, save_threshold, direction):
+    if save_path is not None and is_better(keep.best_value, save_threshold, direction):
         try:
             _save_atomically(model, save_path)
             model_path = save_path
@@ -203,7 +207,7 @@ class EpochTracker:
         value = logs.get(self.monitor)
         if value is None:
             return False
-        if _beats(float(value), self.best_value, self.direction):
+        if is_better(float(value), self.best_value, self.direction):
             self.best_value, self.best_epoch, self.wait = float(value), epoch + 1, 0
             self.best_weights = get_weights()
             return False
@@ -218,14 +222,16 @@ def _callback_class():
     class TrackerCallback(keras.callbacks.Callback):
         """Feeds Keras events to an EpochTracker; stops at the deadline; restores the best weights."""
 
-        def __init__(self, tracker: EpochTracker, deadline: float | None):
+        def __init__(self, tracker: EpochTracker, deadline: float | None, should_stop=None):
             super().__init__()
-            self.tracker, self.deadline = tracker, deadline
+            self.tracker, self.deadline, self.should_stop = tracker, deadline, should_stop
 
         def on_train_batch_end(self, batch, logs=None):
             if self.tracker.batch_end(batch, logs or {}):
                 self.model.stop_training = True
             elif self.deadline is not None and time.monotonic() >= self.deadline:
+                self.model.stop_training = True
+            elif self.should_stop is not None and self.should_stop():
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):
@@ -237,14 +243,6 @@ def _callback_class():
                 self.model.set_weights(self.tracker.best_weights)
 
     return TrackerCallback
-
-
-def _beats(value: float | None, reference: float | None, direction: Direction) -> bool:
-    if value is None or not math.isfinite(value):
-        return False
-    if reference is None:
-        return True
-    return value > reference if direction == "max" else value < reference
 
 
 def _targets(y: np.ndarray, task: Task) -> np.ndarray:

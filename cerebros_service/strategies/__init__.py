@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..search.settings import SearchSettings
+from ..settings import SearchSettings
 from ._base import Strategy
 from .evolution import EvolutionStrategy
 from .random import RandomStrategy

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from ..search.records import TrialRecord
-from ..search.settings import SearchSettings
+from ..settings import SearchSettings, ranking_key
 
 
 class Strategy(ABC):
@@ -42,4 +42,4 @@ class Strategy(ABC):
         direction = self.direction
         usable = [r for r in records
                   if r.status == "completed" and r.value is not None and math.isfinite(r.value)]
-        return sorted(usable, key=lambda r: (-r.value if direction == "max" else r.value, r.trial))
+        return sorted(usable, key=lambda r: (ranking_key(r.value, direction), r.trial))

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..search.records import TrialRecord
-from ..search.settings import SpaceSettings
+from ..settings import SpaceSettings
 from ..search.space import (
     Node, canonical_key, check_architecture, draw_predecessors, level_sizes,
     repair_architecture, sample_architecture, sample_unit,

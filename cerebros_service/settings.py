@@ -1,16 +1,29 @@
-"""Plain, frozen settings for one search. No Keras import: the boundary builds these.
+"""The search's vocabulary: tasks, metrics and which way is better, activations, and
+the plain, frozen settings of one search.
 
-Everything here is picklable data, so a worker process can receive it as is.
+It sits below boundary/, data/ and search/ (all three import it; it imports none of
+them, and no Keras): the boundary builds these settings, the data layer names tasks
+with them and the engine runs on them. Everything here is picklable data, so a
+worker process can receive it as is.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
 
 Task = Literal["binary", "multiclass", "regression"]
 Direction = Literal["max", "min"]
 StrategyName = Literal["random", "evolution"]
+
+# Activations a hidden unit may use (Keras names; plain strings, so the boundary can
+# check them without Keras). The output unit's activation is settled by the task head.
+KNOWN_ACTIVATIONS = frozenset(
+    {"elu", "relu", "selu", "gelu", "tanh", "sigmoid", "swish", "silu", "softplus",
+     "softsign", "linear", "leaky_relu", "mish", "relu6", "hard_sigmoid", "exponential"}
+)
+OUTPUT_ACTIVATION = "output"
 
 # Ranking metrics the trainer can report, and which way is better. Keys are Keras
 # history keys ("val_" + the compiled metric's name).
@@ -40,6 +53,28 @@ OBJECTIVE_ALIASES: dict[str, str] = {
 CLASSIFICATION_ONLY = frozenset({"val_accuracy", "val_auc"})
 BINARY_ONLY = frozenset({"val_auc"})
 REGRESSION_ONLY = frozenset({"val_rmse", "val_mae"})
+
+
+def is_better(value: float | None, reference: float | None, direction: Direction) -> bool:
+    """Whether ``value`` beats ``reference`` under ``direction``: the one definition of "better".
+
+    A missing or non-finite value never wins; anything finite beats a missing reference.
+    """
+    if value is None or not math.isfinite(value):
+        return False
+    if reference is None:
+        return True
+    return value > reference if direction == "max" else value < reference
+
+
+def ranking_key(value: float, direction: Direction) -> float:
+    """Sort key that puts better finite values first (ascending sort)."""
+    return -value if direction == "max" else value
+
+
+def best_of(values: list[float], direction: Direction) -> float:
+    """The best of finite ``values`` under ``direction``."""
+    return min(values, key=lambda v: ranking_key(v, direction))
 
 
 def default_metric(task: Task) -> str:
