@@ -146,6 +146,22 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class ExecutionSettings:
+    """How candidates are trained: "fused" (a generation as one batched model, see
+    search/fused.py) or "sequential" (one Keras model after another)."""
+
+    mode: Literal["fused", "sequential"] = "fused"
+    # A fused chunk holds at most this many candidates and this many padded
+    # parameters (what its memory and arithmetic scale with); more become more chunks.
+    max_fused_candidates: int = 64
+    max_fused_params: int = 20_000_000
+    # Keras compile options for the trainers' models: "auto" compiles with XLA where
+    # the backend does by default (JAX; TensorFlow on a GPU), not on a TensorFlow CPU.
+    jit_compile: bool | Literal["auto"] = "auto"
+    steps_per_execution: int = 1
+
+
+@dataclass(frozen=True)
 class SearchSettings:
     strategy: StrategyName = "random"
     seed: int = 0
@@ -160,3 +176,4 @@ class SearchSettings:
     device: Literal["auto", "cpu", "gpu"] = "auto"
     space: SpaceSettings = field(default_factory=SpaceSettings)
     training: TrainSettings = field(default_factory=TrainSettings)
+    execution: ExecutionSettings = field(default_factory=ExecutionSettings)

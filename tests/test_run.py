@@ -113,7 +113,9 @@ def test_time_budget_stops_the_search_inside_training(fast_settings):
     settings = fast_settings(max_trials=50, max_time_seconds=1.0, training={"epochs": 10_000, "patience": 10_000})
     outcome = run_search(make_tiny_dataset("binary"), settings)  # no run_dir: nothing written
     assert outcome.stopped_because == "max_time_seconds"
-    assert len(outcome.trials) == 1 and outcome.trials[0].epochs_run < 10_000
+    # the first generation (one fused chunk of population_size) ran; no later one started
+    assert len(outcome.trials) == settings.population_size
+    assert all(t.epochs_run < 10_000 and t.stop_reason == "max_time_seconds" for t in outcome.trials)
     assert outcome.artifacts == {} and outcome.best.model_path is None
 
 

@@ -1,4 +1,4 @@
-"""Training one candidate after another: best-epoch weights, failures isolated, deadline."""
+"""Training candidates, sequentially and fused: best-epoch weights, failures isolated, budgets."""
 
 from __future__ import annotations
 
@@ -7,123 +7,264 @@ import time
 import numpy as np
 import pytest
 
+from cerebros_service.data.builtin import load_builtin
 from cerebros_service.data.dataset import split_indices
 from cerebros_service.search.metrics import output_units
 from cerebros_service.search.records import Candidate
 from cerebros_service.search.space import sample_architecture
-from cerebros_service.search.train import EpochTracker, make_training_data, train_candidates
+from cerebros_service.search.tracking import EpochTracker
+from cerebros_service.search.train import StopCheck, make_training_data, train_population
+from cerebros_service.settings import ExecutionSettings, SpaceSettings
 from conftest import make_tiny_dataset, tiny_space, tiny_training
 
+FUSED = ExecutionSettings(mode="fused")
+SEQUENTIAL = ExecutionSettings(mode="sequential")
+MODES = [pytest.param(FUSED, id="fused"), pytest.param(SEQUENTIAL, id="sequential")]
 
-def _data(task):
-    dataset = make_tiny_dataset(task)
+
+def _data(task, dataset=None):
+    dataset = dataset or make_tiny_dataset(task)
     train_idx, val_idx = split_indices(dataset.n_samples, 0.25, seed=0)
     return make_training_data(dataset, train_idx, val_idx)
 
 
-def _candidate(data, trial=0, seed=0):
-    arch = sample_architecture(tiny_space(), data.input_dim, output_units(data.task, data.n_classes),
-                               np.random.default_rng(seed))
-    return Candidate(trial=trial, generation=0, architecture=arch, seed=1000 + trial)
+def _candidates(data, n, space=None, seed=0, **fields):
+    rng = np.random.default_rng(seed)
+    units = output_units(data.task, data.n_classes)
+    return [Candidate(trial=i, generation=0, architecture=sample_architecture(space or tiny_space(), data.input_dim,
+                                                                                units, rng),
+                      seed=1000 + i, **fields) for i in range(n)]
 
 
 def _evaluate(path, data, metric):
     import keras
 
     model = keras.saving.load_model(path)
-    y_val = data.y_val if data.task == "multiclass" else data.y_val.reshape(-1, 1)
-    return model.evaluate(data.x_val, y_val, batch_size=32, verbose=0, return_dict=True)[metric.removeprefix("val_")]
+    scores = model.evaluate(data.x_val, data.targets(data.y_val), batch_size=32, verbose=0, return_dict=True)
+    return scores[metric.removeprefix("val_")]
 
 
 # --------------------------------------------------------------------------- pure bookkeeping
 
 def test_tracker_keeps_the_best_epoch_and_stops_after_patience():
     tracker = EpochTracker("val_rmse", "min", patience=2, started=time.monotonic())
-    weights = iter(range(100))
-    values = [5.0, 3.0, 4.0, 2.5, 2.6, 2.7, 1.0]
-    stops = [tracker.epoch_end(e, {"loss": 1.0, "val_rmse": v}, lambda: next(weights)) for e, v in enumerate(values)]
-    assert stops == [False, False, False, False, False, True, False]
-    assert tracker.best_epoch == 7 and tracker.best_value == 1.0  # (an epoch after the stop, for the test)
-    assert tracker.best_weights == 3  # weights taken at the 4 improvements: 5.0, 3.0, 2.5, 1.0
-    assert tracker.first_epoch_s is not None and tracker.failure is None
+    values = [5.0, 3.0, 4.0, 2.5, 2.6, 2.7]
+    improved = [tracker.epoch_end(e, {"loss": 1.0, "val_rmse": v}) for e, v in enumerate(values)]
+    assert improved == [True, True, False, True, False, False]
+    assert tracker.best_epoch == 4 and tracker.best_value == 2.5
+    assert tracker.stop_reason == "patience" and tracker.failure is None
+    assert tracker.history["val_rmse"] == values and tracker.first_epoch_s is not None
 
 
 @pytest.mark.parametrize("logs", [{"loss": float("nan"), "val_accuracy": 0.5},
                                   {"loss": 0.3, "val_loss": float("inf"), "val_accuracy": 0.5},
                                   {"loss": 0.3, "val_accuracy": float("nan")}])
-def test_tracker_fails_on_non_finite_values(logs):
+def test_tracker_stops_on_non_finite_values(logs):
     tracker = EpochTracker("val_accuracy", "max", patience=5, started=time.monotonic())
-    assert tracker.epoch_end(0, logs, lambda: None) is True
-    assert "became" in tracker.failure and tracker.best_value is None
+    assert tracker.epoch_end(0, logs) is False
+    assert tracker.stop_reason == "non_finite" and "became" in tracker.failure and tracker.best_value is None
 
 
-# --------------------------------------------------------------------------- real training
+def test_tracker_keeps_its_best_epoch_when_values_stop_being_finite_later():
+    tracker = EpochTracker("val_accuracy", "max", patience=5, started=time.monotonic())
+    tracker.epoch_end(0, {"loss": 0.5, "val_accuracy": 0.8})
+    tracker.epoch_end(1, {"loss": float("nan"), "val_accuracy": 0.1})
+    assert tracker.stop_reason == "non_finite" and tracker.failure is None
+    assert tracker.best_value == 0.8 and tracker.best_epoch == 1 and tracker.history["loss"] == [0.5, None]
 
+
+# --------------------------------------------------------------------------- both trainers
+
+@pytest.mark.parametrize("execution", MODES)
 @pytest.mark.parametrize("task, metric, direction", [("multiclass", "val_accuracy", "max"),
                                                       ("regression", "val_rmse", "min")])
-def test_saved_weights_reproduce_the_reported_metric(tmp_path, task, metric, direction):
+def test_saved_weights_reproduce_the_reported_metric(tmp_path, execution, task, metric, direction):
     data = _data(task)
     # A large learning rate and short patience make training stop early, after the best
     # epoch: the kept weights must be the best epoch's, not the last one's.
     training = tiny_training(epochs=25, patience=2, learning_rate=0.05)
-    [record] = train_candidates([_candidate(data)], data, training, metric, direction,
-                                save_dir=str(tmp_path), save_threshold=None)
-    assert record.status == "completed", record.error
-    history = record.history[metric]
-    assert len(history) == record.epochs_run
-    best = max(history) if direction == "max" else min(history)
-    assert record.value == pytest.approx(best, rel=1e-6)
-    assert history[record.best_epoch - 1] == pytest.approx(record.value, rel=1e-6)
-    assert record.epochs_run < 25 and record.best_epoch == record.epochs_run - 2  # early stop happened
-    assert record.model_path and record.model_path.startswith(str(tmp_path))
-    assert _evaluate(record.model_path, data, metric) == pytest.approx(record.value, rel=1e-4, abs=1e-5)
-    assert 0 < record.first_epoch_s <= record.duration_s
-    assert record.params and record.params > 0
+    records = train_population(_candidates(data, 2), data, training, metric, direction, execution=execution,
+                               save_dir=str(tmp_path))
+    assert [r.status for r in records] == ["completed", "completed"], [r.error for r in records]
+    saved = [r for r in records if r.model_path]
+    assert saved  # the better of the two beat "nothing yet", at least the first did
+    for record in records:
+        history = record.history[metric]
+        assert len(history) == record.epochs_run and record.execution == execution.mode
+        best = max(history) if direction == "max" else min(history)
+        assert record.value == pytest.approx(best, rel=1e-6)
+        assert history[record.best_epoch - 1] == pytest.approx(record.value, rel=1e-6)
+        assert record.epochs_run < 25 and record.best_epoch == record.epochs_run - 2  # early stop happened
+        assert record.stop_reason == "patience" and record.params > 0
+        assert 0 < record.first_epoch_s and record.duration_s > 0
+    for record in saved:
+        assert record.model_path.startswith(str(tmp_path))
+        assert _evaluate(record.model_path, data, metric) == pytest.approx(record.value, rel=1e-4, abs=1e-5)
 
 
-def test_a_failing_trial_is_recorded_and_the_next_one_runs():
+@pytest.mark.parametrize("execution", MODES)
+def test_a_failing_trial_is_recorded_and_the_others_run(execution):
     data = _data("binary")
-    broken = _candidate(data, trial=0)
+    broken, good, other = _candidates(data, 3)
     broken.architecture["levels"][0]["units"][0]["neurons"] = 0  # rejected by the builder
-    good = _candidate(data, trial=1, seed=1)
     seen = []
-    records = train_candidates([broken, good], data, tiny_training(), "val_auc", "max", on_record=seen.append)
-    assert [r.status for r in records] == ["failed", "completed"]
+    records = train_population([broken, good, other], data, tiny_training(), "val_auc", "max",
+                               execution=execution, on_record=seen.append)
+    assert [r.status for r in records] == ["failed", "completed", "completed"]
     assert "neurons" in records[0].error and records[0].value is None
-    assert records[1].value is not None and 0.0 <= records[1].value <= 1.0
-    assert seen == records
+    assert all(0.0 <= r.value <= 1.0 for r in records[1:])
+    assert sorted(seen, key=lambda r: r.trial) == records
 
 
-def test_nan_loss_fails_the_trial_and_the_next_trial_still_runs():
+@pytest.mark.parametrize("execution", MODES)
+def test_a_diverging_candidate_fails_alone(execution):
     data = _data("regression")
-    # An absurd learning rate drives the weights to ~1e30: the loss overflows to inf/NaN.
+    # An absurd learning rate drives the weights to ~1e30: outputs overflow to inf/NaN.
     training = tiny_training(learning_rate=1e30, epochs=3)
-    records = train_candidates([_candidate(data, 0), _candidate(data, 1, seed=1)], data, training,
-                               "val_rmse", "min")
+    records = train_population(_candidates(data, 2), data, training, "val_rmse", "min", execution=execution)
     assert len(records) == 2
     for record in records:
-        assert record.status == "failed" and record.value is None
-        assert "nan" in record.error.lower() or "inf" in record.error.lower()
+        assert record.value is None or np.isfinite(record.value)
+        if record.status == "failed":
+            assert "nan" in record.error.lower() or "inf" in record.error.lower()
         assert all(v is None or np.isfinite(v) for values in record.history.values() for v in values)
+    assert any(r.status == "failed" for r in records)
 
 
-def test_deadline_stops_training_inside_fit_and_no_new_trial_starts(tmp_path):
+@pytest.mark.parametrize("execution", MODES)
+def test_deadline_stops_training_inside_fit_and_no_new_chunk_starts(tmp_path, execution):
     data = _data("binary")
     training = tiny_training(epochs=10_000, patience=10_000)
     started = time.monotonic()
-    records = train_candidates([_candidate(data, 0), _candidate(data, 1)], data, training, "val_accuracy", "max",
-                               deadline=started + 1.0, save_dir=str(tmp_path), save_threshold=1.5)
-    elapsed = time.monotonic() - started
-    assert len(records) == 1
-    [record] = records
-    assert record.status == "completed" and record.epochs_run < 10_000
-    assert elapsed < 60
-    assert record.model_path is None  # did not beat the (impossible) threshold
+    records = train_population(_candidates(data, 2), data, training, "val_accuracy", "max", execution=execution,
+                               stop=StopCheck(deadline=started + 3.0), save_dir=str(tmp_path),
+                               save_threshold=1.5)
+    assert 1 <= len(records) <= 2 and time.monotonic() - started < 60
+    for record in records:
+        assert record.status == "completed" and record.epochs_run < 10_000
+        assert record.stop_reason == "max_time_seconds"
+        assert record.model_path is None  # did not beat the (impossible) threshold
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cancel_stops_a_fused_chunk_and_keeps_the_best_epochs():
+    data = _data("binary")
+    calls = {"n": 0}
+
+    def cancelled():
+        calls["n"] += 1
+        return calls["n"] > 40  # a few epochs in
+
+    records = train_population(_candidates(data, 3), data, tiny_training(epochs=10_000, patience=10_000),
+                               "val_accuracy", "max", execution=FUSED, stop=StopCheck(should_stop=cancelled))
+    assert len(records) == 3
+    assert all(r.status == "completed" and r.stop_reason == "cancelled" and r.best_epoch for r in records)
 
 
 def test_no_trial_starts_after_the_deadline():
     data = _data("binary")
-    records = train_candidates([_candidate(data)], data, tiny_training(), "val_accuracy", "max",
-                               deadline=time.monotonic() - 1.0)
-    assert records == []
+    for execution in (FUSED, SEQUENTIAL):
+        records = train_population(_candidates(data, 2), data, tiny_training(), "val_accuracy", "max",
+                                   execution=execution, stop=StopCheck(deadline=time.monotonic() - 1.0))
+        assert records == []
+
+
+# --------------------------------------------------------------------------- fused specifics
+
+def test_fused_candidates_become_standalone_models_that_predict_the_same():
+    import keras
+
+    from cerebros_service.search.fused import make_fused_model, to_probabilities
+    from cerebros_service.search.fused_plan import from_fused, make_plan, to_fused
+    from cerebros_service.search.build import initial_weights
+    from cerebros_service.search.train import standalone_model
+
+    data = _data("multiclass")
+    space = SpaceSettings(min_levels=1, max_levels=3, max_units_per_level=3, min_neurons=3, max_neurons=9,
+                          activations=("elu", "relu", "tanh"), lateral_probability=0.9)
+    archs = [c.architecture for c in _candidates(data, 5, space=space, seed=3)]
+    archs[2]["levels"][0]["units"][0]["batchnorm"] = True
+    plan = make_plan(archs, data.output_units)
+    model = make_fused_model(plan, "multiclass", feature_mean=data.feature_mean, feature_var=data.feature_var,
+                             target_mean=0.0, target_std=1.0, learning_rate=0.01, weight_decay=0.0, seed=0)
+    model.set_arrays(to_fused(plan, [initial_weights(a, data.output_units, i) for i, a in enumerate(archs)]))
+    model.fit(data.x_train, data.targets(data.y_train), epochs=2, batch_size=16, verbose=0)
+    fused = to_probabilities("multiclass", model.predict_on_batch(data.x_val))
+    arrays = model.get_arrays()
+    for index, arch in enumerate(archs):
+        standalone = standalone_model(arch, from_fused(plan, arrays, index), data, tiny_training())
+        assert isinstance(standalone, keras.Model)
+        np.testing.assert_allclose(standalone.predict_on_batch(data.x_val), fused[:, index, :], atol=1e-5)
+    # and back: the standalone weights put into a fresh fused model predict the same again
+    model.set_arrays(to_fused(plan, [from_fused(plan, arrays, i) for i in range(len(archs))]))
+    np.testing.assert_allclose(to_probabilities("multiclass", model.predict_on_batch(data.x_val)), fused, atol=1e-6)
+
+
+def test_a_saved_fused_model_loads_without_custom_objects(tmp_path):
+    import keras
+
+    data = _data("binary")
+    records = train_population(_candidates(data, 3), data, tiny_training(), "val_accuracy", "max",
+                               execution=FUSED, save_dir=str(tmp_path))
+    assert all(r.execution == "fused" and r.chunk["size"] == 3 for r in records)
+    saved = [r for r in records if r.model_path]
+    model = keras.saving.load_model(saved[-1].model_path)  # no custom_objects
+    assert model.output_shape == (None, 1)
+    assert _evaluate(saved[-1].model_path, data, "val_accuracy") == pytest.approx(saved[-1].value, abs=1e-6)
+
+
+def test_a_stopped_candidate_is_frozen_while_the_others_train():
+    data = _data("binary")
+    quick, slow = _candidates(data, 2)
+    training = tiny_training(epochs=12, patience=1, learning_rate=0.05)
+    records = train_population([quick, slow], data, training, "val_loss", "min", execution=FUSED,
+                               keep_weights=True)
+    # each stopped on its own epoch; the kept weights are each one's best epoch
+    assert all(r.stop_reason in ("patience", "epochs") for r in records)
+    for record in records:
+        assert record.weights is not None and record.best_epoch <= record.epochs_run
+        assert len(record.history["val_loss"]) == record.epochs_run
+
+
+def test_warm_started_candidates_continue_from_their_weights():
+    data = _data("multiclass")
+    first = train_population(_candidates(data, 2), data, tiny_training(epochs=4, patience=100), "val_loss",
+                             "min", execution=FUSED, keep_weights=True)
+    continued = [Candidate(trial=10 + r.trial, generation=1, architecture=r.architecture, seed=0, epochs=1,
+                           initial_weights=r.weights, parent_trial=r.trial) for r in first]
+    for execution in (FUSED, SEQUENTIAL):
+        again = train_population(continued, data, tiny_training(epochs=1), "val_loss", "min", execution=execution)
+        for before, after in zip(first, again):
+            assert after.parent_trial == before.trial and after.epochs_run == 1
+            # one more epoch from the kept weights lands near them, far below a fresh start's loss
+            assert after.value < before.history["val_loss"][0]
+
+
+def test_chunks_respect_the_caps_and_fall_back_to_sequential_for_one():
+    from cerebros_service.search.fused_train import plan_chunks
+
+    data = _data("binary")
+    candidates = _candidates(data, 5)
+    sizes = [len(c) for c in plan_chunks(candidates, data, tiny_training(), ExecutionSettings(max_fused_candidates=2))]
+    assert sizes == [2, 2, 1]
+    tiny_cap = ExecutionSettings(max_fused_params=1)
+    assert [len(c) for c in plan_chunks(candidates, data, tiny_training(), tiny_cap)] == [1] * 5
+    mixed = candidates[:2] + [Candidate(9, 0, candidates[2].architecture, 1, epochs=7)]
+    assert [len(c) for c in plan_chunks(mixed, data, tiny_training(), FUSED)] == [2, 1]
+    records = train_population(candidates[:3], data, tiny_training(), "val_accuracy", "max",
+                               execution=ExecutionSettings(max_fused_candidates=2))
+    assert [r.execution for r in records] == ["fused", "fused", "sequential"]
+
+
+def test_fused_and_sequential_reach_the_same_validation_metric_on_digits():
+    dataset = load_builtin("digits")
+    data = _data("multiclass", dataset)
+    space = SpaceSettings(max_levels=2, max_units_per_level=2, min_neurons=16, max_neurons=32)
+    candidates = _candidates(data, 2, space=space, seed=5)
+    training = tiny_training(epochs=3, patience=10, learning_rate=0.005, batch_size=32)
+    fused = train_population(candidates, data, training, "val_accuracy", "max", execution=FUSED)
+    sequential = train_population(candidates, data, training, "val_accuracy", "max", execution=SEQUENTIAL)
+    for a, b in zip(fused, sequential):
+        assert (a.execution, b.execution) == ("fused", "sequential")
+        assert a.value == pytest.approx(b.value, abs=0.01)
+        assert a.history["val_loss"][0] == pytest.approx(b.history["val_loss"][0], rel=1e-3)

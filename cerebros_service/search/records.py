@@ -6,7 +6,7 @@ so they pickle, cross process boundaries, and serialize without surprises.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 TrialStatus = Literal["completed", "failed"]
@@ -19,7 +19,12 @@ class Candidate:
     trial: int  # 0-based, unique within a run
     generation: int
     architecture: dict
-    seed: int  # seeds weight init and shuffling for this trial only
+    seed: int  # seeds this trial's initial weights (and its dropout)
+    epochs: int | None = None  # this trial's epoch budget; None: the training settings'
+    # Weights to start from instead of a fresh draw (layer name -> arrays, build.py's
+    # layout): how a successive-halving rung continues a trial of the rung before.
+    initial_weights: dict | None = field(default=None, compare=False, repr=False)
+    parent_trial: int | None = None  # the trial whose weights ``initial_weights`` are
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,22 @@ class TrialRecord:
     error: str | None = None
     history: dict = field(default_factory=dict)  # history key -> per-epoch floats (None for non-finite)
     model_path: str | None = None  # saved weights of this trial, when the trainer kept them
+    # Why training ended: "epochs", "patience", "non_finite" (after good epochs, the
+    # best stands), "max_time_seconds" or "cancelled"; None for a trial that never trained.
+    stop_reason: str | None = None
+    execution: str = "sequential"  # "sequential" | "fused"
+    # Fused trials: the chunk trained together (its index in the run, size, wall time).
+    # duration_s is then this trial's share of the chunk's wall time, by epochs run.
+    chunk: dict | None = None
+    parent_trial: int | None = None
+    # The best epoch's weights (build.py layout), when the caller asked to keep them;
+    # never written to trials.jsonl.
+    weights: dict | None = field(default=None, compare=False, repr=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        record = asdict(replace(self, weights=None))
+        del record["weights"]
+        return record
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,21 @@
-"""Candidates in, TrialRecords out.
+"""Candidates in, TrialRecords out: sequentially (one Keras model after another) or fused.
 
-``train_candidates`` is a top-level function over plain, picklable data so that a
-later version can hand slices of the candidate list to worker processes. It trains
-one candidate after another here; a failing candidate becomes a failed record and
-the next one runs.
+``train_population`` is a top-level function over plain, picklable data, so an
+executor can hand a slice of the candidate list (or one fused chunk) to a worker
+process. Both trainers share the scoring (scoring.py: one definition of every
+metric, computed on the validation split after each epoch) and the best-epoch
+bookkeeping (tracking.py), start each candidate from the same numpy-drawn weights
+(build.initial_weights) and see the training rows in the same order (one data
+seed per call), so a trial's value does not depend on how it was trained beyond
+floating-point rounding.
 
-Best-epoch bookkeeping is our own (``EpochTracker``): the reported value,
-the reported epoch and the weights left in the model (and saved) all come from the
-same epoch, whether training stopped early, hit the deadline or ran all epochs.
+A failing candidate becomes a failed record and the others go on. A value that
+stops being finite after good epochs ends that candidate keeping its best epoch.
 """
 
 from __future__ import annotations
 
-import functools
-import math
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -22,12 +24,18 @@ from typing import Callable
 import numpy as np
 
 from ..data.dataset import Dataset
-from .build import build_model
+from ..settings import Direction, ExecutionSettings, Task, TrainSettings, is_better
+from .build import build_model, count_params, initial_weights
 from .records import Candidate, TrialRecord
-from ..settings import Direction, Task, TrainSettings, is_better
+from .space import check_architecture
+from .scoring import score_population
+from .tracking import EpochTracker
+
+log = logging.getLogger(__name__)
 
 ERROR_CHARS = 500  # keep error strings readable in events and results
-
+SCORE_BATCH = 8192  # rows per forward pass when scoring
+TRAIN_SCORE_ROWS = 512  # training rows scored each epoch for the "loss" history
 
 @dataclass(frozen=True, eq=False)
 class TrainingData:
@@ -47,6 +55,14 @@ class TrainingData:
     @property
     def input_dim(self) -> int:
         return int(self.x_train.shape[1])
+
+    @property
+    def output_units(self) -> int:
+        return int(self.n_classes) if self.task == "multiclass" else 1
+
+    def targets(self, y: np.ndarray) -> np.ndarray:
+        # One column for single-output heads, so the loss never broadcasts (n,) against (n, 1).
+        return y if self.task == "multiclass" else y.reshape(-1, 1)
 
 
 def make_training_data(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndarray) -> TrainingData:
@@ -68,43 +84,136 @@ def make_training_data(dataset: Dataset, train_idx: np.ndarray, val_idx: np.ndar
                         mean.astype(np.float32), var.astype(np.float32), target_mean, target_std)
 
 
-def train_candidates(
+@dataclass(frozen=True)
+class StopCheck:
+    """When running training must end: a ``time.monotonic()`` deadline and/or a cancel flag."""
+
+    deadline: float | None = None
+    should_stop: Callable[[], bool] | None = None
+
+    def reason(self) -> str | None:
+        if self.should_stop is not None and self.should_stop():
+            return "cancelled"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return "max_time_seconds"
+        return None
+
+
+def train_population(
     candidates: list[Candidate],
     data: TrainingData,
     training: TrainSettings,
     metric: str,
     direction: Direction,
     *,
-    deadline: float | None = None,
+    execution: ExecutionSettings = ExecutionSettings(),
+    data_seed: int = 0,
+    stop: StopCheck = StopCheck(),
     save_dir: str | None = None,
     save_threshold: float | None = None,
+    keep_weights: bool = False,
     on_record: Callable[[TrialRecord], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
 ) -> list[TrialRecord]:
-    """Train each candidate in turn; return one record per candidate that started.
+    """Train every candidate; return one record per candidate that started, in trial order.
 
-    ``deadline`` is a ``time.monotonic()`` instant: no candidate starts after it and a
-    running fit stops at the next batch. With ``save_dir``, a completed trial whose
-    value beats ``save_threshold`` (and every earlier trial of this call) is saved as
-    ``save_dir/trial-NNNN.keras`` and its record carries ``model_path``.
-    ``on_record`` sees each record as soon as its trial ends.
+    With ``save_dir``, a completed trial whose value beats ``save_threshold`` (and
+    every earlier trial of this call) is saved as ``save_dir/trial-NNNN.keras`` and its
+    record carries ``model_path``. With ``keep_weights`` each completed record holds
+    its best epoch's weights (``record.weights``). ``on_record`` sees each record as
+    soon as its trial (or its fused chunk) ends. No candidate starts once ``stop``
+    says so; running ones end at the next batch, keeping their best epoch.
     """
+    saver = _Saver(data, training, direction, save_dir, save_threshold)
     records: list[TrialRecord] = []
-    threshold = save_threshold
-    for candidate in candidates:
-        if deadline is not None and time.monotonic() >= deadline:
-            break
-        if should_stop is not None and should_stop():
-            break
-        path = None if save_dir is None else os.path.join(save_dir, f"trial-{candidate.trial:04d}.keras")
-        record = train_one(candidate, data, training, metric, direction, deadline=deadline,
-                           save_path=path, save_threshold=threshold, should_stop=should_stop)
-        if record.model_path is not None:
-            threshold = record.value
+
+    def finished(record: TrialRecord) -> None:
+        record = saver.offer(record)
+        if not keep_weights and record.weights is not None:
+            record = _without_weights(record)
         records.append(record)
         if on_record is not None:
             on_record(record)
-    return records
+
+    if execution.mode == "fused" and len(candidates) > 1:
+        from .fused_train import plan_chunks, train_chunk
+
+        sequential = [c for c in candidates if not _valid(c.architecture)]  # they fail there, alone
+        candidates = [c for c in candidates if _valid(c.architecture)]
+        for chunk_index, chunk in enumerate(plan_chunks(candidates, data, training, execution)):
+            if stop.reason() is not None:
+                break
+            if len(chunk) == 1:
+                sequential.extend(chunk)
+                continue
+            for record in train_chunk(chunk, data, training, metric, direction, execution=execution,
+                                      data_seed=data_seed, stop=stop, chunk_index=chunk_index):
+                finished(record)
+        candidates = sorted(sequential, key=lambda c: c.trial)
+    for candidate in candidates:
+        if stop.reason() is not None:
+            break
+        finished(train_one(candidate, data, training, metric, direction, data_seed=data_seed, stop=stop))
+    return sorted(records, key=lambda r: r.trial)
+
+
+def _valid(arch: dict) -> bool:
+    try:
+        check_architecture(arch)
+        return True
+    except (ValueError, TypeError, KeyError, IndexError):
+        return False
+
+
+def _without_weights(record: TrialRecord) -> TrialRecord:
+    from dataclasses import replace
+
+    return replace(record, weights=None)
+
+
+class _Saver:
+    """Saves a record's model when it beats everything seen so far in this call (and the threshold)."""
+
+    def __init__(self, data, training, direction, save_dir, threshold):
+        self.data, self.training, self.direction = data, training, direction
+        self.save_dir, self.threshold = save_dir, threshold
+
+    def offer(self, record: TrialRecord) -> TrialRecord:
+        from dataclasses import replace
+
+        if (self.save_dir is None or record.status != "completed" or record.weights is None
+                or not is_better(record.value, self.threshold, self.direction)):
+            return record
+        path = os.path.join(self.save_dir, f"trial-{record.trial:04d}.keras")
+        try:
+            save_model(record.architecture, record.weights, self.data, self.training, path)
+        except Exception as exc:  # a model we cannot save still has a valid result, but no file
+            return replace(record, status="failed", value=None,
+                           error=f"saving the model failed: {describe(exc)}")
+        self.threshold = record.value
+        return replace(record, model_path=path)
+
+
+def save_model(arch: dict, weights: dict, data: TrainingData, training: TrainSettings, path: str) -> None:
+    """The standalone Keras model of ``arch`` with ``weights``, saved atomically at ``path``."""
+    model = standalone_model(arch, weights, data, training)
+    # A built optimizer saves all its (fresh) slots, so loading the file warns of nothing.
+    model.optimizer.build(model.trainable_variables)
+    tmp = path[: -len(".keras")] + ".tmp.keras"  # Keras insists on the suffix
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def standalone_model(arch: dict, weights: dict | None, data: TrainingData, training: TrainSettings):
+    return build_model(
+        arch, data.task, data.n_classes,
+        feature_mean=data.feature_mean, feature_var=data.feature_var,
+        target_mean=data.target_mean, target_std=data.target_std,
+        learning_rate=training.learning_rate, weight_decay=training.weight_decay,
+        weights=weights,
+    )
+
+
+# --------------------------------------------------------------------------- sequential
 
 
 def train_one(
@@ -114,170 +223,135 @@ def train_one(
     metric: str,
     direction: Direction,
     *,
-    deadline: float | None = None,
-    save_path: str | None = None,
-    save_threshold: float | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    data_seed: int = 0,
+    stop: StopCheck = StopCheck(),
 ) -> TrialRecord:
+    """One candidate as an ordinary Keras model; the record keeps its best epoch's weights."""
     import keras
 
     started = time.monotonic()
-    keep = EpochTracker(metric, direction, training.patience, started)
-    model = None
+    tracker = EpochTracker(metric, direction, training.patience, started)
+    arch = candidate.architecture
     try:
         keras.backend.clear_session()
-        keras.utils.set_random_seed(candidate.seed)
-        model = build_model(
-            candidate.architecture, data.task, data.n_classes,
-            feature_mean=data.feature_mean, feature_var=data.feature_var,
-            target_mean=data.target_mean, target_std=data.target_std,
-            learning_rate=training.learning_rate, weight_decay=training.weight_decay,
-        )
-        history = model.fit(
-            data.x_train, _targets(data.y_train, data.task),
-            validation_data=(data.x_val, _targets(data.y_val, data.task)),
-            epochs=training.epochs, batch_size=training.batch_size,
-            callbacks=[_callback_class()(keep, deadline, should_stop)], verbose=0,
-        ).history
+        weights = candidate.initial_weights or initial_weights(arch, data.output_units, candidate.seed)
+        model = standalone_model(arch, weights, data, training)
+        monitor = _SequentialMonitor(tracker, data, stop)
+        keras.utils.set_random_seed(data_seed)  # the same batch order as every other trial of the call
+        model.fit(data.x_train, data.targets(data.y_train), epochs=candidate.epochs or training.epochs,
+                  batch_size=training.batch_size, shuffle=True, verbose=0,
+                  callbacks=[_keras_callback(monitor)])
     except Exception as exc:  # one broken candidate must not end the search
-        return _failed(candidate, metric, started, keep, _describe(exc), model)
-    if keep.failure is not None:
-        return _failed(candidate, metric, started, keep, keep.failure, model, history)
-    if keep.best_value is None:
-        reason = (f"Keras reported no {metric!r}; reported: {', '.join(sorted(history)) or 'nothing'}"
-                  if history else "training ended before the first epoch")
-        return _failed(candidate, metric, started, keep, reason, model, history)
-
-    model_path = None
-    if save_path is not None and is_better(keep.best_value, save_threshold, direction):
-        try:
-            _save_atomically(model, save_path)
-            model_path = save_path
-        except Exception as exc:  # a model we cannot save still has a valid result
-            return _failed(candidate, metric, started, keep, f"saving the model failed: {_describe(exc)}",
-                           model, history)
-    return TrialRecord(
-        trial=candidate.trial, generation=candidate.generation, status="completed",
-        architecture=candidate.architecture, metric=metric, value=keep.best_value,
-        best_epoch=keep.best_epoch, epochs_run=keep.epochs_run,
-        duration_s=time.monotonic() - started, first_epoch_s=keep.first_epoch_s,
-        params=int(model.count_params()), history=_clean_history(history), model_path=model_path,
-    )
+        return failed_record(candidate, metric, started, tracker, describe(exc))
+    tracker.stop(monitor.outside_stop or "epochs")
+    return finished_record(candidate, metric, started, tracker, monitor.best_weights, "sequential")
 
 
-class EpochTracker:
-    """Plain-Python bookkeeping of one fit, driven by the Keras adapter below.
+class _SequentialMonitor:
+    """Scores the model after each epoch, keeps the best epoch's weights, stops on time or cancel."""
 
-    Tracks the best epoch of ``monitor``, asks to stop after ``patience`` epochs
-    without gain or at once on a non-finite loss or metric, and keeps the best
-    epoch's weights so they can be put back when training ends — however it ends
-    (early stop, deadline, or all epochs run).
-    """
+    def __init__(self, tracker: EpochTracker, data: TrainingData, stop: StopCheck):
+        self.tracker, self.data, self.stop = tracker, data, stop
+        self.best_weights: dict | None = None
+        self.outside_stop: str | None = None
+        self.model = None
 
-    def __init__(self, monitor: str, direction: Direction, patience: int, started: float):
-        self.monitor, self.direction, self.patience, self.started = monitor, direction, patience, started
-        self.best_value: float | None = None
-        self.best_epoch: int | None = None
-        self.best_weights = None
-        self.epochs_run = 0
-        self.wait = 0
-        self.first_epoch_s: float | None = None
-        self.failure: str | None = None
-
-    def batch_end(self, batch: int, logs: dict) -> bool:
-        """True when training must stop."""
-        loss = logs.get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.failure = f"training loss became {float(loss)} at batch {batch + 1} of epoch {self.epochs_run + 1}"
+    def batch_end(self) -> bool:
+        reason = self.stop.reason()
+        if reason is not None:
+            self.outside_stop = reason
             return True
         return False
 
-    def epoch_end(self, epoch: int, logs: dict, get_weights: Callable[[], list]) -> bool:
-        """True when training must stop."""
-        self.epochs_run = epoch + 1
-        if self.first_epoch_s is None:
-            self.first_epoch_s = time.monotonic() - self.started
-        if self.failure is not None:
-            return True
-        for key in ("loss", "val_loss", self.monitor):
-            value = logs.get(key)
-            if value is not None and not math.isfinite(float(value)):
-                self.failure = f"{key} became {float(value)} at epoch {epoch + 1}"
-                return True
-        value = logs.get(self.monitor)
-        if value is None:
-            return False
-        if is_better(float(value), self.best_value, self.direction):
-            self.best_value, self.best_epoch, self.wait = float(value), epoch + 1, 0
-            self.best_weights = get_weights()
-            return False
-        self.wait += 1
-        return self.wait >= self.patience
+    def epoch_end(self, epoch: int) -> bool:
+        logs = epoch_scores(self.data, lambda x: self.model.predict_on_batch(x)[:, None, :])
+        if self.tracker.epoch_end(epoch, {key: float(v[0]) for key, v in logs.items()}):
+            self.best_weights = {layer.name: layer.get_weights() for layer in self.model.layers
+                                 if layer.weights and layer.name != "normalize"}
+        return self.tracker.stopped
 
 
-@functools.cache
-def _callback_class():
+def _keras_callback(monitor):
     import keras
 
-    class TrackerCallback(keras.callbacks.Callback):
-        """Feeds Keras events to an EpochTracker; stops at the deadline; restores the best weights."""
-
-        def __init__(self, tracker: EpochTracker, deadline: float | None, should_stop=None):
-            super().__init__()
-            self.tracker, self.deadline, self.should_stop = tracker, deadline, should_stop
+    class Monitor(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            monitor.model = self.model
 
         def on_train_batch_end(self, batch, logs=None):
-            if self.tracker.batch_end(batch, logs or {}):
-                self.model.stop_training = True
-            elif self.deadline is not None and time.monotonic() >= self.deadline:
-                self.model.stop_training = True
-            elif self.should_stop is not None and self.should_stop():
+            if monitor.batch_end():
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):
-            if self.tracker.epoch_end(epoch, logs or {}, self.model.get_weights):
+            if monitor.epoch_end(epoch):
                 self.model.stop_training = True
 
-        def on_train_end(self, logs=None):
-            if self.tracker.best_weights is not None:
-                self.model.set_weights(self.tracker.best_weights)
-
-    return TrackerCallback
+    return Monitor()
 
 
-def _targets(y: np.ndarray, task: Task) -> np.ndarray:
-    # One column for single-output heads, so the loss never broadcasts (n,) against (n, 1).
-    return y if task == "multiclass" else y.reshape(-1, 1)
+def epoch_scores(data: TrainingData, predict: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-candidate "loss" (on up to TRAIN_SCORE_ROWS training rows) and "val_*" scores.
+
+    ``predict(x)`` returns (n, K, out) outputs as the saved models give them.
+    """
+    val = score_population(data.task, data.y_val, _predict_all(predict, data.x_val))
+    rows = min(len(data.x_train), TRAIN_SCORE_ROWS)
+    train = score_population(data.task, data.y_train[:rows], _predict_all(predict, data.x_train[:rows]))
+    return {"loss": train["loss"], **{f"val_{name}": values for name, values in val.items()}}
 
 
-def _save_atomically(model, path: str) -> None:
-    tmp = path[: -len(".keras")] + ".tmp.keras"  # Keras insists on the suffix
-    model.save(tmp)
-    os.replace(tmp, path)
+def _predict_all(predict, x: np.ndarray) -> np.ndarray:
+    parts = [np.asarray(predict(x[start:start + SCORE_BATCH])) for start in range(0, len(x), SCORE_BATCH)]
+    return np.concatenate(parts, axis=0)
 
 
-def _clean_history(history: dict) -> dict:
-    return {key: [float(v) if math.isfinite(float(v)) else None for v in values]
-            for key, values in history.items()}
+# --------------------------------------------------------------------------- records
 
 
-def _describe(exc: BaseException) -> str:
+def finished_record(candidate: Candidate, metric: str, started: float, tracker: EpochTracker,
+                    weights: dict | None, execution: str, *, duration_s: float | None = None,
+                    chunk: dict | None = None) -> TrialRecord:
+    if tracker.best_value is None:
+        reason = tracker.failure or ("training ended before the first epoch" if tracker.epochs_run == 0
+                                     else f"no {metric!r} was ever reported")
+        return failed_record(candidate, metric, started, tracker, reason, execution=execution,
+                             duration_s=duration_s, chunk=chunk)
+    return TrialRecord(
+        trial=candidate.trial, generation=candidate.generation, status="completed",
+        architecture=candidate.architecture, metric=metric, value=tracker.best_value,
+        best_epoch=tracker.best_epoch, epochs_run=tracker.epochs_run,
+        duration_s=time.monotonic() - started if duration_s is None else duration_s,
+        first_epoch_s=tracker.first_epoch_s, params=_params(candidate), history=tracker.history,
+        stop_reason=tracker.stop_reason, execution=execution, chunk=chunk,
+        parent_trial=candidate.parent_trial, weights=weights,
+        error=tracker.non_finite,  # a non-finite value after good epochs: said, not fatal
+    )
+
+
+def failed_record(candidate: Candidate, metric: str, started: float, tracker: EpochTracker, error: str,
+                  *, execution: str = "sequential", duration_s: float | None = None,
+                  chunk: dict | None = None) -> TrialRecord:
+    return TrialRecord(
+        trial=candidate.trial, generation=candidate.generation, status="failed",
+        architecture=candidate.architecture, metric=metric, value=None, best_epoch=None,
+        epochs_run=tracker.epochs_run,
+        duration_s=time.monotonic() - started if duration_s is None else duration_s,
+        first_epoch_s=tracker.first_epoch_s, params=_params(candidate), error=error,
+        history=tracker.history, stop_reason=tracker.stop_reason, execution=execution, chunk=chunk,
+        parent_trial=candidate.parent_trial,
+    )
+
+
+def _params(candidate: Candidate) -> int | None:
+    try:
+        arch = candidate.architecture
+        return count_params(arch, int(arch["levels"][-1]["units"][0]["neurons"]))
+    except Exception:  # a broken architecture has no parameter count; its error says why
+        return None
+
+
+def describe(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}".strip()
     return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 1] + "…"
 
 
-def _failed(candidate: Candidate, metric: str, started: float, keep, error: str,
-            model=None, history: dict | None = None) -> TrialRecord:
-    params = None
-    if model is not None:
-        try:
-            params = int(model.count_params())
-        except Exception:  # an unbuilt model has no parameter count; that is fine
-            params = None
-    return TrialRecord(
-        trial=candidate.trial, generation=candidate.generation, status="failed",
-        architecture=candidate.architecture, metric=metric, value=None, best_epoch=None,
-        epochs_run=keep.epochs_run, duration_s=time.monotonic() - started,
-        first_epoch_s=keep.first_epoch_s, params=params, error=error,
-        history=_clean_history(history or {}),
-    )

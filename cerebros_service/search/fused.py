@@ -1,0 +1,198 @@
+"""Fused population training: K candidates trained together as ONE set of batched weights.
+
+Training K small nets one after another pays Keras' per-model and per-op overhead
+K times (tracing, thousands of tiny ops); here a chunk of candidates becomes a few
+large ops instead: every unit slot is one ``einsum`` over a ``(K, in, out)`` kernel,
+each candidate's shape given by the 0/1 masks of its ``FusedPlan`` (fused_plan.py).
+The chunk is traced once and trained with one ``fit``; the loss is the sum of the
+candidates' losses, so each candidate's gradients are exactly its own.
+
+Per candidate: its own initial weights (build.initial_weights, the same draw the
+sequential trainer uses), validation scores every epoch (scoring.py), patience
+(a stopped candidate is frozen: its outputs pass through ``stop_gradient``), NaN
+isolation (a candidate whose scores stop being finite stops; its best epoch
+stands), and best-epoch weights kept as numpy slices. A finished candidate
+becomes an ordinary Keras model (build.build_model with its weights sliced out)
+only when it must be saved.
+
+Only ``keras`` and ``keras.ops`` are used, so this runs on TensorFlow, JAX and PyTorch.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from ..settings import Task
+from .fused_plan import FusedPlan, trainable, variable_shapes
+
+BATCHNORM_MOMENTUM = 0.99  # Keras BatchNormalization's defaults, so a saved model behaves the same
+BATCHNORM_EPSILON = 1e-3
+
+
+@functools.cache
+def _classes():
+    import keras
+    from keras import ops
+
+    activations = {}
+
+    def activation(name: str):
+        if name not in activations:
+            activations[name] = keras.activations.get(name)
+        return activations[name]
+
+    class FusedPopulation(keras.Model):
+        """K candidates in one model: input (B, D) raw features, output (B, K, out) logits/values.
+
+        Inside, activations are rows of one flat buffer (rows, B) (fused_plan.py):
+        each unit position gathers its members' input rows with one ``take`` and
+        applies their kernels with one batched ``matmul``.
+        """
+
+        def __init__(self, plan: FusedPlan, task: Task, feature_mean, feature_var,
+                     target_mean: float, target_std: float, seed: int):
+            super().__init__(name="fused_population")
+            self.plan, self.task = plan, task
+            self.target_mean, self.target_std = float(target_mean), float(target_std)
+            self.normalize = keras.layers.Normalization(
+                mean=np.asarray(feature_mean, "float32"), variance=np.asarray(feature_var, "float32"))
+            self.arrays = {}
+            for name, shape in variable_shapes(plan).items():
+                self.arrays[name] = self.add_weight(
+                    shape=shape, initializer="zeros", trainable=trainable(name), name=name.replace("/", "__"))
+            self.constants = {}
+            for reader in plan.readers():
+                self._constant(f"{reader.tag}/rows", reader.rows.reshape(-1).astype(np.int32), "int32")
+            for slot in plan.slots:
+                if len(slot.activations) > 1:
+                    onehot = np.eye(len(slot.activations), dtype=np.float32)[slot.activation_index]
+                    self._constant(f"{slot.tag}/activation", onehot.T[:, :, None, None])  # (A, M, 1, 1)
+                if slot.any_batchnorm:
+                    self._constant(f"{slot.tag}/batchnorm", slot.batchnorm[:, None, None])
+                if slot.any_dropout:
+                    self._constant(f"{slot.tag}/dropout", slot.dropout[:, None, None])
+            # 1.0 while a candidate trains; 0.0 freezes it (patience, failure).
+            self.active = self.add_weight(shape=(plan.size, 1, 1), initializer="ones", trainable=False,
+                                          name="active")
+            self.seed_generator = keras.random.SeedGenerator(seed)
+            self.normalize.build((None, plan.input_dim))
+            self.built = True
+
+        def _constant(self, name: str, value: np.ndarray, dtype: str = "float32") -> None:
+            self.constants[name] = self.add_weight(
+                shape=value.shape, initializer=keras.initializers.Constant(value), trainable=False,
+                dtype=dtype, name=name.replace("/", "__"))
+
+        def call(self, features, training=False):
+            x = ops.transpose(self.normalize(features))  # (D, B)
+            batch = ops.shape(x)[1]
+            buffer = ops.concatenate([ops.zeros((1, batch), x.dtype), ops.ones((1, batch), x.dtype), x], axis=0)
+            for slot in self.plan.slots:
+                out = self._activate(slot, self._dense(slot, buffer))  # (M, W, B)
+                if slot.any_batchnorm:
+                    out = self._batchnorm(slot.tag, out, training)
+                if slot.any_dropout and training:
+                    rate = self.constants[f"{slot.tag}/dropout"]
+                    keep = keras.random.uniform(ops.shape(out), seed=self.seed_generator) >= rate
+                    out = ops.where(keep, out / (1.0 - rate), 0.0)
+                buffer = ops.concatenate([buffer, ops.reshape(out, (-1, batch))], axis=0)
+            logits = self._dense(self.plan.head, buffer)  # (K, out, B)
+            if self.task == "regression":
+                logits = logits * self.target_std + self.target_mean
+            active = self.active
+            logits = active * logits + (1.0 - active) * ops.stop_gradient(logits)
+            return ops.transpose(logits, (2, 0, 1))
+
+        def _dense(self, reader, buffer):
+            gathered = ops.take(buffer, self.constants[f"{reader.tag}/rows"], axis=0)
+            gathered = ops.reshape(gathered, (len(reader.members), reader.fan_in + 1, -1))
+            return ops.matmul(self.arrays[f"{reader.tag}/kernel"], gathered)
+
+        def _activate(self, slot, pre):
+            if len(slot.activations) == 1:
+                return activation(slot.activations[0])(pre)
+            onehot = self.constants[f"{slot.tag}/activation"]
+            out = 0.0
+            for index, name in enumerate(slot.activations):
+                out = out + onehot[index] * activation(name)(pre)
+            return out
+
+        def _batchnorm(self, tag, out, training):
+            gamma, beta = self.arrays[f"{tag}/gamma"], self.arrays[f"{tag}/beta"]
+            moving_mean, moving_var = self.arrays[f"{tag}/moving_mean"], self.arrays[f"{tag}/moving_variance"]
+            if training:
+                mean = ops.mean(out, axis=2)
+                var = ops.var(out, axis=2)
+                moving_mean.assign(moving_mean * BATCHNORM_MOMENTUM + mean * (1.0 - BATCHNORM_MOMENTUM))
+                moving_var.assign(moving_var * BATCHNORM_MOMENTUM + var * (1.0 - BATCHNORM_MOMENTUM))
+            else:
+                mean, var = moving_mean, moving_var
+            normalized = ((out - ops.expand_dims(mean, 2)) * ops.expand_dims(ops.rsqrt(var + BATCHNORM_EPSILON), 2)
+                          * ops.expand_dims(gamma, 2) + ops.expand_dims(beta, 2))
+            use = self.constants[f"{tag}/batchnorm"]
+            return use * normalized + (1.0 - use) * out
+
+        def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+            for name, value in arrays.items():
+                self.arrays[name].assign(value)
+
+        def get_arrays(self) -> dict[str, np.ndarray]:
+            return {name: keras.ops.convert_to_numpy(variable) for name, variable in self.arrays.items()}
+
+        def set_active(self, active: np.ndarray) -> None:
+            self.active.assign(np.asarray(active, np.float32).reshape(-1, 1, 1))
+
+    class FusedLoss(keras.losses.Loss):
+        """Sum over candidates of each one's loss, per sample: y_true (B,) or (B, 1), y_pred (B, K, out)."""
+
+        def __init__(self, task: Task):
+            super().__init__(name=f"fused_{task}")
+            self.task = task
+
+        def call(self, y_true, y_pred):
+            if self.task == "multiclass":
+                labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+                log_probs = ops.log_softmax(y_pred, axis=-1)
+                picked = ops.take_along_axis(
+                    log_probs, ops.broadcast_to(ops.reshape(labels, (-1, 1, 1)), ops.shape(log_probs)[:2] + (1,)),
+                    axis=-1)
+                return -ops.sum(picked, axis=(1, 2))
+            target = ops.reshape(ops.cast(y_true, y_pred.dtype), (-1, 1, 1))
+            if self.task == "binary":
+                per = ops.maximum(y_pred, 0.0) - y_pred * target + ops.log1p(ops.exp(-ops.abs(y_pred)))
+            else:
+                per = ops.square(y_pred - target)
+            return ops.sum(per, axis=(1, 2))
+
+    return FusedPopulation, FusedLoss
+
+
+def make_fused_model(plan: FusedPlan, task: Task, *, feature_mean, feature_var, target_mean: float,
+                     target_std: float, learning_rate: float, weight_decay: float, seed: int,
+                     jit_compile="auto", steps_per_execution: int = 1):
+    import keras
+
+    population_class, loss_class = _classes()
+    model = population_class(plan, task, feature_mean, feature_var, target_mean, target_std, seed)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay),
+        loss=loss_class(task),
+        jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
+    )
+    return model
+
+
+def to_probabilities(task: Task, outputs: np.ndarray) -> np.ndarray:
+    """Fused outputs (n, K, out) as the saved models would give them (sigmoid/softmax/values)."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        if task == "binary":
+            return 1.0 / (1.0 + np.exp(-outputs))
+        if task == "multiclass":
+            shifted = outputs - np.max(outputs, axis=-1, keepdims=True)
+            e = np.exp(shifted)
+            return e / np.sum(e, axis=-1, keepdims=True)
+    return outputs
