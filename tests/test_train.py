@@ -186,7 +186,8 @@ def test_fused_candidates_become_standalone_models_that_predict_the_same():
     archs[2]["levels"][0]["units"][0]["batchnorm"] = True
     plan = make_plan(archs, data.output_units)
     model = make_fused_model(plan, "multiclass", feature_mean=data.feature_mean, feature_var=data.feature_var,
-                             target_mean=0.0, target_std=1.0, learning_rate=0.01, weight_decay=0.0, seed=0)
+                             target_mean=0.0, target_std=1.0, training=tiny_training(learning_rate=0.01, weight_decay=0.0),
+                             seed=0)
     model.set_arrays(to_fused(plan, [initial_weights(a, data.output_units, i) for i, a in enumerate(archs)]))
     model.fit(data.x_train, data.targets(data.y_train), epochs=2, batch_size=16, verbose=0)
     fused = to_probabilities("multiclass", model.predict_on_batch(data.x_val))

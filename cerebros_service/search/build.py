@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..settings import Task
+from ..settings import Task, TrainSettings
 from .metrics import compiled_metrics, head_for
 from .space import INPUT, Node, all_nodes, check_architecture, level_sizes, predecessors_of
 
@@ -81,8 +81,7 @@ def build_model(
     feature_var: np.ndarray,
     target_mean: float = 0.0,
     target_std: float = 1.0,
-    learning_rate: float = 0.005,
-    weight_decay: float = 0.004,
+    training: TrainSettings | None = None,
     weights: Weights | None = None,
     compile: bool = True,
 ):
@@ -133,11 +132,18 @@ def build_model(
             model.get_layer(name).set_weights(values)
     if compile:
         model.compile(
-            optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay),
+            optimizer=make_optimizer(training or TrainSettings()),
             loss=head.loss,
             metrics=compiled_metrics(task),
         )
     return model
+
+
+def make_optimizer(training: TrainSettings):
+    """The optimizer both trainers use (one place to change it): AdamW (Cerebros' choice)."""
+    import keras
+
+    return keras.optimizers.AdamW(learning_rate=training.learning_rate, weight_decay=training.weight_decay)
 
 
 def count_params(arch: dict, output_units: int) -> int:

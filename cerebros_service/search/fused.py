@@ -24,7 +24,8 @@ import functools
 
 import numpy as np
 
-from ..settings import Task
+from ..settings import Task, TrainSettings
+from .build import make_optimizer
 from .fused_plan import FusedPlan, trainable, variable_shapes
 
 BATCHNORM_MOMENTUM = 0.99  # Keras BatchNormalization's defaults, so a saved model behaves the same
@@ -170,14 +171,14 @@ def _classes():
 
 
 def make_fused_model(plan: FusedPlan, task: Task, *, feature_mean, feature_var, target_mean: float,
-                     target_std: float, learning_rate: float, weight_decay: float, seed: int,
+                     target_std: float, training: TrainSettings, seed: int,
                      jit_compile="auto", steps_per_execution: int = 1):
     import keras
 
     population_class, loss_class = _classes()
     model = population_class(plan, task, feature_mean, feature_var, target_mean, target_std, seed)
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay),
+        optimizer=make_optimizer(training),
         loss=loss_class(task),
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,

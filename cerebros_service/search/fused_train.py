@@ -77,8 +77,7 @@ def train_chunk(
         model = make_fused_model(
             plan, data.task, feature_mean=data.feature_mean, feature_var=data.feature_var,
             target_mean=data.target_mean, target_std=data.target_std,
-            learning_rate=training.learning_rate, weight_decay=training.weight_decay,
-            seed=chunk[0].seed, jit_compile=execution.jit_compile,
+            training=training, seed=chunk[0].seed, jit_compile=execution.jit_compile,
             steps_per_execution=execution.steps_per_execution,
         )
         model.set_arrays(to_fused(plan, starting))

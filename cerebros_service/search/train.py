@@ -208,8 +208,7 @@ def standalone_model(arch: dict, weights: dict | None, data: TrainingData, train
         arch, data.task, data.n_classes,
         feature_mean=data.feature_mean, feature_var=data.feature_var,
         target_mean=data.target_mean, target_std=data.target_std,
-        learning_rate=training.learning_rate, weight_decay=training.weight_decay,
-        weights=weights,
+        training=training, weights=weights,
     )
 
 
