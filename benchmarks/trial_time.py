@@ -1,7 +1,8 @@
 """Wall time per trial and the share spent before the first epoch ends (build + compile + tracing).
 
 digits (1797 x 64), 20 epochs, batch 32, patience 20 (never stops early), a few random
-architectures trained one after another in this process, as the search does.
+architectures trained one after another in this process (the sequential trainer; the
+fused one is measured by search_speed.py).
 
     .venv/bin/python benchmarks/trial_time.py [--trials 5]
 """
@@ -22,7 +23,8 @@ from cerebros_service.search.metrics import output_units
 from cerebros_service.search.records import Candidate
 from cerebros_service.settings import SpaceSettings, TrainSettings
 from cerebros_service.search.space import sample_architecture
-from cerebros_service.search.train import make_training_data, train_candidates
+from cerebros_service.search.train import make_training_data, train_population
+from cerebros_service.settings import ExecutionSettings
 
 
 def main() -> None:
@@ -41,7 +43,8 @@ def main() -> None:
                                                       output_units(dataset.task, dataset.n_classes), rng),
                             trial_seed(0, i)) for i in range(args.trials)]
     started = time.monotonic()
-    records = train_candidates(candidates, data, training, "val_accuracy", "max")
+    records = train_population(candidates, data, training, "val_accuracy", "max",
+                               execution=ExecutionSettings(mode="sequential"))
     total = time.monotonic() - started
 
     print(f"device: {device}; digits {data.x_train.shape[0]} train / {data.x_val.shape[0]} val, "
