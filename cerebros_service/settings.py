@@ -15,7 +15,11 @@ from typing import Literal
 
 Task = Literal["binary", "multiclass", "regression"]
 Direction = Literal["max", "min"]
-StrategyName = Literal["random", "evolution"]
+StrategyName = Literal["random", "evolution", "halving"]
+Wiring = Literal["cerebros", "poisson"]
+Merging = Literal["concatenate", "add"]
+UnitNormalization = Literal["bnorm", "dropout", "none"]
+LearningRateSchedule = Literal["constant", "cosine"]
 
 # Activations a hidden unit may use (Keras names; plain strings, so the boundary can
 # check them without Keras). The output unit's activation is settled by the task head.
@@ -108,7 +112,8 @@ def resolve_metric(objective: str | None, task: Task) -> tuple[str, Direction]:
 
 @dataclass(frozen=True)
 class SpaceSettings:
-    """Ranges of the Cerebros-style search space (see docs/search.md).
+    """Ranges of the Cerebros-style search space and its wiring rules (docs/search.md,
+    where every rule stands beside Cerebros' own).
 
     Levels counted here are hidden levels; the output level is always added last.
     """
@@ -123,16 +128,36 @@ class SpaceSettings:
     # (the calling application's short form: {"layer_sizes": [32, 64, 128]}).
     neuron_choices: tuple[int, ...] | None = None
     activations: tuple[str, ...] = ("elu",)
-    # Expected number of predecessors a unit draws from the nearest earlier level;
-    # farther levels get affinity * decay ** (distance - 1).
+    # "poisson" wiring (the earlier sampler): a unit draws a Poisson number of distinct
+    # predecessors per earlier level, mean affinity * decay ** (distance - 1).
     predecessor_affinity: float = 1.5
+    # Both wirings: farther levels give fewer predecessors by this factor per level.
     predecessor_decay: float = 0.7
     min_skip_depth: int = 1
-    max_skip_depth: int = 3
-    lateral_probability: float = 0.3
+    # No connection spans more levels than this (the input counts as level -1).
+    max_skip_depth: int = 7
+    lateral_probability: float = 0.97
     lateral_decay: float = 0.95
-    max_laterals_per_level: int = 2
+    max_laterals_per_level: int = 8
     dropout: float = 0.0
+    # "cerebros" wiring (the default): a unit of the first level reads the input
+    # ceil(affinity_first) times; a later unit draws ceil(affinity_main * decay ** distance
+    # * units there) predecessors from every earlier level, with replacement; the output
+    # unit draws final_to_kminus1 * units of the last hidden level more.
+    wiring: Wiring = "cerebros"
+    predecessor_affinity_first: float = 5.0
+    predecessor_affinity_main: float = 0.7
+    predecessor_affinity_final_to_kminus1: float = 2.0
+    # Laterals: a run of consecutive successful lateral draws in one unit stops here.
+    max_consecutive_laterals: int = 7
+    # How a unit merges its predecessors: "concatenate" or "add" (zero-padded to the widest).
+    merging_strategy: Merging = "concatenate"
+    # What every hidden unit applies to its output: BatchNormalization, Dropout(dropout_rate), nothing.
+    bnorm_or_dropout: UnitNormalization = "bnorm"
+    dropout_rate: float = 0.2
+    # Moieties: each drawn set of levels, units and neurons is wired this many times
+    # (fresh wiring each time) before the next one is drawn.
+    tries_per_moiety: int = 1
 
 
 @dataclass(frozen=True)
@@ -143,6 +168,52 @@ class TrainSettings:
     weight_decay: float = 0.004
     patience: int = 3
     validation_split: float = 0.2
+    # float16 compute with float32 weights (Keras "mixed_float16"), on a GPU only: a CPU
+    # gains nothing from it, so it is ignored there.
+    mixed_precision: bool = False
+    # "cosine" decays the learning rate to 0 over the epochs (keras CosineDecay).
+    lr_schedule: LearningRateSchedule = "constant"
+    # Set by the run loop from the training rows when a schedule needs it; None: constant.
+    steps_per_epoch: int | None = None
+
+
+# A held-out test split is made by default only when the data has this many rows:
+# below it, every row is needed to train and rank, and a test score would be noise.
+AUTO_TEST_MIN_ROWS = 200
+AUTO_TEST_SPLIT = 0.2
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """The held-out test: rows neither training nor ranking ever sees (docs/search.md, "Evaluation").
+
+    ``test_split``: the fraction of all rows held out (stratified for classification);
+    "auto": AUTO_TEST_SPLIT when the data has AUTO_TEST_MIN_ROWS rows or more, else none;
+    0: none. A test set given apart from the data replaces the split.
+    ``refit``: retrain the winner on train + validation for its best epoch count
+    before the test.
+    """
+
+    test_split: float | Literal["auto"] = "auto"
+    refit: bool = False
+
+    def resolved_test_split(self, n_samples: int) -> float:
+        if self.test_split == "auto":
+            return AUTO_TEST_SPLIT if n_samples >= AUTO_TEST_MIN_ROWS else 0.0
+        return float(self.test_split)
+
+
+@dataclass(frozen=True)
+class HalvingSettings:
+    """Successive halving (strategies/halving.py): rungs of growing epoch budgets.
+
+    Each rung keeps the best ``1 / reduction_factor`` of the one before, which go on
+    from their weights. ``min_epochs``: the first rung's budget; None gives three
+    rungs, ``epochs / reduction_factor ** 2`` rounded up (at least 1).
+    """
+
+    reduction_factor: int = 3
+    min_epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,10 +234,11 @@ class ExecutionSettings:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    strategy: StrategyName = "random"
+    strategy: StrategyName = "evolution"
     seed: int = 0
     max_trials: int = 10
-    population_size: int = 5
+    # None: derived from max_trials and the strategy (derived_population_size).
+    population_size: int | None = None
     max_time_seconds: float | None = None
     mutation_rate: float = 0.1
     crossover_rate: float = 0.7
@@ -177,3 +249,71 @@ class SearchSettings:
     space: SpaceSettings = field(default_factory=SpaceSettings)
     training: TrainSettings = field(default_factory=TrainSettings)
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    halving: HalvingSettings = field(default_factory=HalvingSettings)
+
+    @property
+    def generation_size(self) -> int:
+        """Candidates asked for per generation: the given population, else the derived one."""
+        if self.population_size is not None:
+            return self.population_size
+        return derived_population_size(self.strategy, self.max_trials, self.halving, self.training.epochs)
+
+
+# A derived population never exceeds this: a search bounded by time (max_trials large)
+# still gets several generations, and a fused chunk stays a size a CPU trains briskly.
+MAX_DERIVED_POPULATION = 20
+MIN_GENERATIONS = 3  # what a derived evolution population leaves room for
+
+
+def derived_population_size(strategy: str, max_trials: int, halving: HalvingSettings | None = None,
+                            epochs: int = 10) -> int:
+    """The population a request gets when it names none, so no default search degenerates.
+
+    - evolution: max_trials // MIN_GENERATIONS (at least 2), so breeding happens at least
+      twice after the random generation 0;
+    - halving: the largest first rung whose whole bracket (every rung) fits max_trials;
+    - random: as many as fit (generations mean nothing to it; bigger fused chunks train faster).
+    """
+    cap = max(1, min(max_trials, MAX_DERIVED_POPULATION))
+    if strategy == "evolution":
+        return max(2, min(cap, max_trials // MIN_GENERATIONS))
+    if strategy == "halving":
+        halving = halving or HalvingSettings()
+        rungs = len(rung_epochs(epochs, halving))
+        size = 1
+        for candidate in range(1, MAX_DERIVED_POPULATION + 1):
+            if bracket_trials(candidate, rungs, halving.reduction_factor) <= max_trials:
+                size = candidate
+        return size
+    return cap
+
+
+def rung_epochs(epochs: int, halving: HalvingSettings) -> list[int]:
+    """Cumulative epoch budget of each rung, the last one ``epochs``: ``ceil(epochs / factor**k)``
+    for k = s .. 0 (20 epochs, factor 3: [3, 7, 20]); s is 2 (three rungs), or the largest s
+    whose first rung still has ``min_epochs``."""
+    factor = max(2, int(halving.reduction_factor))
+    epochs = max(1, int(epochs))
+    if halving.min_epochs is None:
+        depth = 2
+    else:
+        depth = 0
+        while epochs / factor ** (depth + 1) >= halving.min_epochs:
+            depth += 1
+    rungs = sorted({max(1, math.ceil(epochs / factor**k)) for k in range(depth, -1, -1)})
+    return rungs
+
+
+def promoted_count(rung_size: int, reduction_factor: int) -> int:
+    """How many of a rung go on to the next: the best 1 / reduction_factor, at least one."""
+    return max(1, rung_size // max(2, int(reduction_factor)))
+
+
+def bracket_trials(first_rung: int, rungs: int, reduction_factor: int) -> int:
+    """Trials a successive-halving bracket spends: every rung's candidates count."""
+    total, size = 0, first_rung
+    for _ in range(rungs):
+        total += size
+        size = promoted_count(size, reduction_factor)
+    return total

@@ -5,7 +5,8 @@ PyTorch backends work too, and only built-in layers, so a saved ``.keras`` file
 loads with plain ``keras.saving.load_model`` and no custom objects.
 Keras is imported inside the functions: importing this module stays cheap.
 
-A hidden unit is ``Concatenate(predecessors)`` → ``Dense(neurons, activation)`` →
+A hidden unit is ``Concatenate(predecessors)`` (or, with the architecture's
+``"merging": "add"``, their sum, narrower ones zero-padded) → ``Dense(neurons, activation)`` →
 ``BatchNormalization`` (only when the unit asks for it) → ``Dropout`` (when its rate
 is > 0). Normalizing a unit's *output* rather than each consumer's concatenated
 input keeps one set of statistics per unit, which is also what the fused trainer
@@ -49,6 +50,17 @@ def unit_width(arch: dict, node: Node, input_dim: int | None = None) -> int:
     return int(unit_spec(arch, node)["neurons"])
 
 
+def merges_by_adding(arch: dict) -> bool:
+    return arch.get("merging", "concatenate") == "add"
+
+
+def merged_width(arch: dict, sources: list[Node]) -> int:
+    """Width of a unit's merged input: the sum of its predecessors' widths (concatenate), or
+    the widest (add: narrower ones are zero-padded to it)."""
+    widths = [unit_width(arch, src) for src in sources]
+    return max(widths) if merges_by_adding(arch) else sum(widths)
+
+
 def initial_weights(arch: dict, output_units: int, seed: int) -> Weights:
     """Glorot-uniform kernels and zero biases for every Dense, unit BatchNorms at identity.
 
@@ -61,7 +73,7 @@ def initial_weights(arch: dict, output_units: int, seed: int) -> Weights:
     output_node = nodes[-1]
     weights: Weights = {}
     for node in nodes[1:]:
-        fan_in = sum(unit_width(arch, src) for src in predecessors[node])
+        fan_in = merged_width(arch, predecessors[node])
         fan_out = output_units if node == output_node else unit_width(arch, node)
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         kernel = rng.uniform(-limit, limit, size=(fan_in, fan_out)).astype(np.float32)
@@ -104,9 +116,7 @@ def build_model(
     output_node = nodes[-1]
     for node in nodes[1:]:  # (level, unit) order is a topological order
         level, unit = node
-        sources = [tensors[src] for src in predecessors[node]]
-        x = sources[0] if len(sources) == 1 else keras.layers.Concatenate(
-            name=f"concat_{level}_{unit}")(sources)
+        x = _merge(arch, node, predecessors[node], tensors)
         if node == output_node:
             x = keras.layers.Dense(head.units, activation=head.activation, name="head")(x)
         else:
@@ -139,11 +149,41 @@ def build_model(
     return model
 
 
-def make_optimizer(training: TrainSettings):
-    """The optimizer both trainers use (one place to change it): AdamW (Cerebros' choice)."""
+def _merge(arch: dict, node: Node, sources: list[Node], tensors: dict):
+    """The unit's input: its predecessors concatenated, or added (zero-padded to the widest)."""
     import keras
 
-    return keras.optimizers.AdamW(learning_rate=training.learning_rate, weight_decay=training.weight_decay)
+    level, unit = node
+    inputs = [tensors[src] for src in sources]
+    if len(inputs) == 1:
+        return inputs[0]
+    if not merges_by_adding(arch):
+        return keras.layers.Concatenate(name=f"concat_{level}_{unit}")(inputs)
+    widest = merged_width(arch, sources)
+    padded = []
+    for position, (src, tensor) in enumerate(zip(sources, inputs)):
+        width = unit_width(arch, src)
+        if width < widest:  # built-in layers only, so the saved model needs no custom objects
+            tag = f"{level}_{unit}_{position}"
+            tensor = keras.layers.Reshape((width, 1), name=f"pad_in_{tag}")(tensor)
+            tensor = keras.layers.ZeroPadding1D((0, widest - width), name=f"pad_{tag}")(tensor)
+            tensor = keras.layers.Reshape((widest,), name=f"pad_out_{tag}")(tensor)
+        padded.append(tensor)
+    return keras.layers.Add(name=f"add_{level}_{unit}")(padded)
+
+
+def make_optimizer(training: TrainSettings):
+    """The optimizer both trainers use (one place to change it): AdamW (Cerebros' choice), with
+    ``training.lr_schedule`` ("cosine" needs ``steps_per_epoch``, which the run loop sets)."""
+    import keras
+
+    learning_rate = training.learning_rate
+    if training.lr_schedule == "cosine" and training.steps_per_epoch:
+        # Decays to 0 over the whole epoch budget; the schedule is a built-in, so saved
+        # models load without custom objects.
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            training.learning_rate, decay_steps=max(1, training.steps_per_epoch * training.epochs))
+    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=training.weight_decay)
 
 
 def count_params(arch: dict, output_units: int) -> int:
@@ -152,7 +192,7 @@ def count_params(arch: dict, output_units: int) -> int:
     nodes = all_nodes(level_sizes(arch))
     total = 0
     for node in nodes[1:]:
-        fan_in = sum(unit_width(arch, src) for src in predecessors[node])
+        fan_in = merged_width(arch, predecessors[node])
         fan_out = output_units if node == nodes[-1] else unit_width(arch, node)
         total += fan_in * fan_out + fan_out
         if node != nodes[-1] and unit_spec(arch, node).get("batchnorm"):

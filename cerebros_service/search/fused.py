@@ -99,7 +99,7 @@ def _classes():
                     keep = keras.random.uniform(ops.shape(out), seed=self.seed_generator) >= rate
                     out = ops.where(keep, out / (1.0 - rate), 0.0)
                 buffer = ops.concatenate([buffer, ops.reshape(out, (-1, batch))], axis=0)
-            logits = self._dense(self.plan.head, buffer)  # (K, out, B)
+            logits = ops.cast(self._dense(self.plan.head, buffer), "float32")  # (K, out, B); loss in float32
             if self.task == "regression":
                 logits = logits * self.target_std + self.target_mean
             active = self.active

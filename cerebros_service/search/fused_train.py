@@ -14,16 +14,31 @@ import numpy as np
 
 from ..settings import Direction, ExecutionSettings, TrainSettings
 from .build import initial_weights
+from .device import compute_precision
 from .fused import make_fused_model, to_probabilities
 from .fused_plan import candidate_slices, from_fused, fusable, make_plan, to_fused
 from .records import Candidate, TrialRecord
 from .tracking import EpochTracker
-from .train import StopCheck, TrainingData, describe, epoch_scores, failed_record, finished_record
+from .train import StopCheck, training_batches, TrainingData, describe, epoch_scores, failed_record, finished_record
+
+
+# Bytes a padded parameter costs while its chunk trains: the weight, its gradient, two
+# AdamW slots, a best-epoch snapshot, and slack for activations, all float32.
+BYTES_PER_PADDED_PARAM = 32
 
 
 def plan_chunks(candidates: list[Candidate], data: TrainingData, training: TrainSettings,
                 execution: ExecutionSettings) -> list[list[Candidate]]:
-    """Consecutive groups of candidates to fuse (a group of one trains sequentially)."""
+    """Consecutive groups of candidates to fuse (a group of one trains sequentially).
+
+    On a GPU a chunk also fits in half of the free accelerator memory.
+    """
+    from .device import free_accelerator_bytes
+
+    free = free_accelerator_bytes()
+    max_params = execution.max_fused_params
+    if free is not None:
+        max_params = min(max_params, free // 2 // BYTES_PER_PADDED_PARAM)
     chunks: list[list[Candidate]] = []
     open_chunks: dict[int, list[Candidate]] = {}
     for candidate in candidates:
@@ -35,7 +50,7 @@ def plan_chunks(candidates: list[Candidate], data: TrainingData, training: Train
         if current is not None:
             trial = current + [candidate]
             fits = (len(trial) <= execution.max_fused_candidates
-                    and _padded_params(trial, data) <= execution.max_fused_params)
+                    and _padded_params(trial, data) <= max_params)
             if fits:
                 current.append(candidate)
                 continue
@@ -65,27 +80,11 @@ def train_chunk(
     chunk_index: int = 0,
 ) -> list[TrialRecord]:
     """Train ``chunk`` as one fused model; one record per candidate (best-epoch weights attached)."""
-    import keras
-
     started = time.monotonic()
     trackers = [EpochTracker(metric, direction, training.patience, started) for _ in chunk]
     try:
-        keras.backend.clear_session()
-        plan = make_plan([c.architecture for c in chunk], data.output_units)
-        starting = [c.initial_weights or initial_weights(c.architecture, data.output_units, c.seed)
-                    for c in chunk]
-        model = make_fused_model(
-            plan, data.task, feature_mean=data.feature_mean, feature_var=data.feature_var,
-            target_mean=data.target_mean, target_std=data.target_std,
-            training=training, seed=chunk[0].seed, jit_compile=execution.jit_compile,
-            steps_per_execution=execution.steps_per_execution,
-        )
-        model.set_arrays(to_fused(plan, starting))
-        monitor = _ChunkMonitor(model, plan, trackers, data, stop)
-        keras.utils.set_random_seed(data_seed)  # the same batch order as the sequential trainer's
-        model.fit(data.x_train, data.targets(data.y_train), epochs=chunk[0].epochs or training.epochs,
-                  batch_size=training.batch_size, shuffle=True, verbose=0,
-                  callbacks=[_keras_callback(monitor)])
+        with compute_precision(training.mixed_precision):
+            monitor, plan = _fit_chunk(chunk, data, training, trackers, execution, data_seed, stop)
     except Exception as exc:  # the whole chunk failed (e.g. out of memory): say so for each trial
         wall = time.monotonic() - started
         info = {"index": chunk_index, "size": len(chunk), "wall_s": wall}
@@ -102,6 +101,26 @@ def train_chunk(
         records.append(finished_record(candidate, metric, started, tracker, weights, "fused",
                                        duration_s=wall * tracker.epochs_run / total_epochs, chunk=info))
     return records
+
+
+def _fit_chunk(chunk: list[Candidate], data: TrainingData, training: TrainSettings,
+               trackers: list[EpochTracker], execution: ExecutionSettings, data_seed: int, stop: StopCheck):
+    import keras
+
+    keras.backend.clear_session()
+    plan = make_plan([c.architecture for c in chunk], data.output_units)
+    starting = [c.initial_weights or initial_weights(c.architecture, data.output_units, c.seed) for c in chunk]
+    model = make_fused_model(
+        plan, data.task, feature_mean=data.feature_mean, feature_var=data.feature_var,
+        target_mean=data.target_mean, target_std=data.target_std, training=training, seed=chunk[0].seed,
+        jit_compile=execution.jit_compile, steps_per_execution=execution.steps_per_execution,
+    )
+    model.set_arrays(to_fused(plan, starting))
+    monitor = _ChunkMonitor(model, plan, trackers, data, stop)
+    # shuffle=False: training_batches orders the rows itself, seeded like the sequential trainer's.
+    model.fit(training_batches(data, training.batch_size, data_seed), epochs=chunk[0].epochs or training.epochs,
+              shuffle=False, verbose=0, callbacks=[_keras_callback(monitor)])
+    return monitor, plan
 
 
 class _ChunkMonitor:

@@ -14,7 +14,7 @@ TrialStatus = Literal["completed", "failed"]
 
 @dataclass(frozen=True)
 class Candidate:
-    """One architecture to train: what a strategy asks for."""
+    """One architecture to train, as the run loop hands it to a trainer."""
 
     trial: int  # 0-based, unique within a run
     generation: int
@@ -55,6 +55,13 @@ class TrialRecord:
     # never written to trials.jsonl.
     weights: dict | None = field(default=None, compare=False, repr=False)
 
+    def at_best_epoch(self, key: str) -> float | None:
+        """``history[key]`` at the best epoch (None when not recorded or not finite)."""
+        values = self.history.get(key) or []
+        if self.best_epoch is None or not 0 < self.best_epoch <= len(values):
+            return None
+        return values[self.best_epoch - 1]
+
     def as_dict(self) -> dict:
         record = asdict(replace(self, weights=None))
         del record["weights"]
@@ -72,6 +79,10 @@ class SearchOutcome:
     duration_s: float
     artifacts: dict  # artifact name -> absolute path (empty when nothing was written)
     device: str
+    # The best model on the held-out test rows (None without any) and the whole evaluation
+    # (run.py's evaluate_winner: splits, validation and test reports, refit).
+    test_metric: float | None = None
+    evaluation: dict = field(default_factory=dict)
 
     @property
     def completed_trials(self) -> int:

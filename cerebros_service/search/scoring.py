@@ -116,3 +116,15 @@ def class_report(y_true: np.ndarray, probabilities: np.ndarray, n_classes: int) 
     if p.shape[1] == 1:
         report["auc"] = float(_auc(labels, p)[0])
     return report
+
+
+def evaluation_report(task: Task, y_true: np.ndarray, predictions: np.ndarray, n_classes: int | None) -> dict:
+    """Everything a user judges one model by on one split: every metric (``score``'s names,
+    non-finite ones as None) and, for a classifier, ``class_report``'s per-class view."""
+    predictions = np.asarray(predictions)
+    report: dict = {"rows": int(len(predictions))}
+    report.update({name: (value if np.isfinite(value) else None)
+                   for name, value in score(task, y_true, predictions).items()})
+    if task != "regression" and n_classes:
+        report.update(class_report(y_true, predictions, n_classes))
+    return report

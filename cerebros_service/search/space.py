@@ -7,12 +7,21 @@ level with a single unit. ``edges`` hold ``[source, target]`` pairs with
 ``i < j`` inside one hidden level. Both rules together make every architecture a
 DAG whose topological order is simply (level, unit).
 
+Optional keys: ``merging`` ("concatenate", the default, or "add") on the
+architecture; ``batchnorm`` (bool) and ``dropout`` (rate) on a hidden unit.
+
+Wiring follows Cerebros' rules by default (``wiring="cerebros"``) or the earlier
+Poisson sampler (``wiring="poisson"``); docs/search.md states both, side by side
+with Cerebros'. No edge spans more than ``max_skip_depth`` levels.
+
 Only the numpy Generator passed in is used, so the same seed gives the same
 architectures.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections import defaultdict
 
 import numpy as np
@@ -20,6 +29,7 @@ import numpy as np
 from ..settings import KNOWN_ACTIVATIONS, OUTPUT_ACTIVATION, SpaceSettings
 
 INPUT = (-1, 0)
+MERGINGS = ("concatenate", "add")  # how a unit merges its predecessors (build.py)
 
 Node = tuple[int, int]
 Edge = tuple[Node, Node]
@@ -29,7 +39,13 @@ Edge = tuple[Node, Node]
 
 def sample_architecture(space: SpaceSettings, input_dim: int, output_units: int,
                         rng: np.random.Generator) -> dict:
-    """Draw one architecture: levels and units first, then the wiring."""
+    """Draw one architecture: levels and units first (its moiety), then the wiring."""
+    return wire(sample_moiety(space, input_dim, output_units, rng), space, rng)
+
+
+def sample_moiety(space: SpaceSettings, input_dim: int, output_units: int,
+                  rng: np.random.Generator) -> dict:
+    """Levels, units, neurons and activations, without any connection yet."""
     n_hidden = int(rng.integers(space.min_levels, space.max_levels + 1))
     levels = [{"units": [sample_unit(space, rng) for _ in range(
         int(rng.integers(space.min_units_per_level, space.max_units_per_level + 1)))]}
@@ -37,14 +53,37 @@ def sample_architecture(space: SpaceSettings, input_dim: int, output_units: int,
     levels.append(output_level(output_units))
     arch = {"input_dim": int(input_dim), "levels": levels, "edges": [], "laterals": [],
             "dropout": float(space.dropout)}
+    if space.merging_strategy != "concatenate":
+        arch["merging"] = space.merging_strategy
+    return arch
+
+
+def wire(arch: dict, space: SpaceSettings, rng: np.random.Generator) -> dict:
+    """``arch`` with freshly drawn edges and laterals (its levels and units as they are)."""
     sizes = level_sizes(arch)
     edges: set[Edge] = set()
-    for level, n_units in enumerate(sizes):
-        for unit in range(n_units):
-            edges |= draw_predecessors((level, unit), sizes, space, rng)
+    for node in all_nodes(sizes)[1:]:
+        edges |= draw_predecessors(node, sizes, space, rng)
     edges |= _wire_orphans(edges, sizes, space, rng)
     laterals = _draw_laterals(sizes, space, rng)
     return _with_wiring(arch, edges, laterals)
+
+
+class ArchitectureSampler:
+    """Fresh architectures in Cerebros' moieties: each drawn set of levels, units and
+    neurons is wired ``space.tries_per_moiety`` times, each time anew, before the next."""
+
+    def __init__(self, space: SpaceSettings, input_dim: int, output_units: int, rng: np.random.Generator):
+        self.space, self.input_dim, self.output_units, self.rng = space, input_dim, output_units, rng
+        self._moiety: dict | None = None
+        self._wirings_left = 0
+
+    def draw(self) -> dict:
+        if self._wirings_left <= 0 or self._moiety is None:
+            self._moiety = sample_moiety(self.space, self.input_dim, self.output_units, self.rng)
+            self._wirings_left = max(1, int(self.space.tries_per_moiety))
+        self._wirings_left -= 1
+        return wire(copy.deepcopy(self._moiety), self.space, self.rng)
 
 
 def sample_unit(space: SpaceSettings, rng: np.random.Generator) -> dict:
@@ -53,7 +92,12 @@ def sample_unit(space: SpaceSettings, rng: np.random.Generator) -> dict:
     else:
         neurons = int(rng.integers(space.min_neurons, space.max_neurons + 1))
     activation = space.activations[int(rng.integers(len(space.activations)))]
-    return {"neurons": neurons, "activation": str(activation)}
+    unit = {"neurons": neurons, "activation": str(activation)}
+    if space.bnorm_or_dropout == "bnorm":
+        unit["batchnorm"] = True
+    elif space.bnorm_or_dropout == "dropout" and space.dropout_rate > 0:
+        unit["dropout"] = float(space.dropout_rate)
+    return unit
 
 
 def output_level(output_units: int) -> dict:
@@ -61,20 +105,66 @@ def output_level(output_units: int) -> dict:
 
 
 def draw_predecessors(node: Node, sizes: list[int], space: SpaceSettings,
-                       rng: np.random.Generator) -> set[Edge]:
-    """Nearer levels give more predecessors: expected count affinity * decay**(distance-1)."""
+                      rng: np.random.Generator) -> set[Edge]:
+    """The edges into ``node`` from earlier levels, by the space's wiring rule.
+
+    Only levels at most ``max_skip_depth`` before the node are drawn from; a unit
+    that drew none takes one unit of the level just before.
+    """
+    if space.wiring == "poisson":
+        chosen = _poisson_predecessors(node, sizes, space, rng)
+    else:
+        chosen = _cerebros_predecessors(node, sizes, space, rng)
+    if not chosen:  # every unit needs a predecessor: take one from the nearest level
+        source_level = node[0] - 1
+        chosen.add(((source_level, int(rng.integers(_level_size(sizes, source_level)))), node))
+    return chosen
+
+
+def _source_levels(level: int, space: SpaceSettings) -> range:
+    """Earlier levels a unit of ``level`` may read, nearest first (-1 is the input)."""
+    farthest = max(-1, level - max(1, space.max_skip_depth))
+    return range(level - 1, farthest - 1, -1)
+
+
+def _cerebros_predecessors(node: Node, sizes: list[int], space: SpaceSettings,
+                           rng: np.random.Generator) -> set[Edge]:
+    """Cerebros' rule: a fixed count per earlier level, proportional to its width, drawn with replacement.
+
+    A first-level unit reads the input ceil(affinity_first) times; a later one draws
+    ceil(affinity_main * decay ** distance * units) from each earlier level; the output
+    unit draws ceil(final_to_kminus1 * units) more from the last hidden level. Repeats
+    collapse into one edge (a repeated input would only add parameters).
+    """
+    level, _ = node
+    output_index = len(sizes) - 1
+    chosen: set[Edge] = set()
+    for source_level in _source_levels(level, space):
+        distance = level - source_level
+        available = _level_size(sizes, source_level)
+        if level == 0:
+            count = math.ceil(space.predecessor_affinity_first * available)
+        else:
+            count = math.ceil(space.predecessor_affinity_main * space.predecessor_decay ** distance * available)
+        if level == output_index and distance == 1:
+            count += math.ceil(space.predecessor_affinity_final_to_kminus1 * available)
+        for unit in rng.integers(available, size=count):
+            chosen.add(((source_level, int(unit)), node))
+    return chosen
+
+
+def _poisson_predecessors(node: Node, sizes: list[int], space: SpaceSettings,
+                          rng: np.random.Generator) -> set[Edge]:
+    """The earlier sampler: a Poisson number of distinct units per level, mean affinity * decay**(distance-1)."""
     level, _ = node
     chosen: set[Edge] = set()
-    for source_level in range(level - 1, -2, -1):  # nearest first; -1 is the input
+    for source_level in _source_levels(level, space):
         distance = level - source_level
         available = _level_size(sizes, source_level)
         expected = space.predecessor_affinity * space.predecessor_decay ** (distance - 1)
         count = min(int(rng.poisson(expected)), available)
         for unit in rng.choice(available, size=count, replace=False):
             chosen.add(((source_level, int(unit)), node))
-    if not chosen:  # every unit needs a predecessor: take one from the nearest level
-        source_level = level - 1
-        chosen.add(((source_level, int(rng.integers(_level_size(sizes, source_level)))), node))
     return chosen
 
 
@@ -101,17 +191,24 @@ def _wire_orphans(edges: set[Edge], sizes: list[int], space: SpaceSettings,
 
 
 def _draw_laterals(sizes: list[int], space: SpaceSettings, rng: np.random.Generator) -> set[Edge]:
-    """Unit i -> unit j > i inside a hidden level, probability p * decay**(j - i), capped per level."""
+    """Unit j of a hidden level reads each earlier unit i of its level (nearest first) with
+    probability p * decay**(j - i); a run of ``max_consecutive_laterals`` successes in a row
+    makes the next try fail; at most ``max_laterals_per_level`` per level."""
     laterals: set[Edge] = set()
     for level, n_units in enumerate(sizes[:-1]):
         made = 0
-        for i in range(n_units):
-            for j in range(i + 1, n_units):
+        for j in range(1, n_units):
+            run = 0
+            for i in range(j - 1, -1, -1):
                 if made >= space.max_laterals_per_level:
                     break
-                if rng.random() < space.lateral_probability * space.lateral_decay ** (j - i):
+                hit = rng.random() < space.lateral_probability * space.lateral_decay ** (j - i)
+                if hit and run < space.max_consecutive_laterals:
                     laterals.add(((level, i), (level, j)))
                     made += 1
+                    run += 1
+                else:
+                    run = 0
     return laterals
 
 
@@ -120,13 +217,15 @@ def _draw_laterals(sizes: list[int], space: SpaceSettings, rng: np.random.Genera
 def repair_architecture(arch: dict, space: SpaceSettings, rng: np.random.Generator) -> dict:
     """Make an edited architecture valid again (used after mutation and crossover).
 
-    Drops edges and laterals that point nowhere or backwards, gives every unit a
-    predecessor, wires orphans forward and keeps the lateral cap.
+    Drops edges and laterals that point nowhere or backwards and edges spanning more
+    than ``max_skip_depth`` levels, gives every unit a predecessor, wires orphans
+    forward and keeps the lateral cap.
     """
     sizes = level_sizes(arch)
     nodes = set(all_nodes(sizes))
     edges = {e for e in _as_pairs(arch.get("edges", []))
-             if e[0] in nodes and e[1] in nodes and e[0][0] < e[1][0] and e[1] != INPUT}
+             if e[0] in nodes and e[1] in nodes and e[0][0] < e[1][0] and e[1] != INPUT
+             and e[1][0] - e[0][0] <= space.max_skip_depth}
     per_level: dict[int, int] = defaultdict(int)
     laterals: set[Edge] = set()
     for (src, dst) in sorted(_as_pairs(arch.get("laterals", []))):
@@ -161,6 +260,9 @@ def check_architecture(arch: dict, space: SpaceSettings | None = None) -> None:
     dropout = arch.get("dropout", 0.0)
     if not (isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0):
         raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    merging = arch.get("merging", "concatenate")
+    if merging not in MERGINGS:
+        raise ValueError(f"merging must be one of {', '.join(MERGINGS)}, got {merging!r}")
     for index, level in enumerate(levels):
         _check_level(index, level, is_output=index == len(levels) - 1)
     sizes = level_sizes(arch)
@@ -194,6 +296,11 @@ def _check_level(index: int, level, is_output: bool) -> None:
         neurons = unit.get("neurons") if isinstance(unit, dict) else None
         if not isinstance(neurons, int) or isinstance(neurons, bool) or neurons < 1:
             raise ValueError(f"unit [{index}, {u}]: neurons must be a positive int, got {neurons!r}")
+        if not isinstance(unit.get("batchnorm", False), bool):
+            raise ValueError(f"unit [{index}, {u}]: batchnorm must be true or false, got {unit['batchnorm']!r}")
+        rate = unit.get("dropout", 0.0)
+        if isinstance(rate, bool) or not (isinstance(rate, (int, float)) and 0.0 <= rate < 1.0):
+            raise ValueError(f"unit [{index}, {u}]: dropout must be in [0, 1), got {rate!r}")
         activation = unit.get("activation")
         if is_output and activation != OUTPUT_ACTIVATION:
             raise ValueError(f"the output unit's activation must be {OUTPUT_ACTIVATION!r}, got {activation!r}")
@@ -250,6 +357,10 @@ def _check_ranges(arch: dict, space: SpaceSettings) -> None:
                 raise ValueError(f"unit [{index}, {u}] has {neurons} neurons, outside the space")
             if activation not in space.activations:
                 raise ValueError(f"unit [{index}, {u}] uses {activation!r}, not in {space.activations}")
+    for src, dst in _as_pairs(arch["edges"]):
+        if dst[0] - src[0] > space.max_skip_depth:
+            raise ValueError(f"edge {_show(src, dst)} spans {dst[0] - src[0]} levels, more than "
+                             f"max_skip_depth ({space.max_skip_depth})")
     per_level: dict[int, int] = defaultdict(int)
     for (src, _dst) in _as_pairs(arch["laterals"]):
         per_level[src[0]] += 1

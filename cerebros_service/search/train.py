@@ -15,6 +15,7 @@ stops being finite after good epochs ends that candidate keeping its best epoch.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -26,6 +27,7 @@ import numpy as np
 from ..data.dataset import Dataset
 from ..settings import Direction, ExecutionSettings, Task, TrainSettings, is_better
 from .build import build_model, count_params, initial_weights
+from .device import compute_precision
 from .records import Candidate, TrialRecord
 from .space import check_architecture
 from .scoring import score_population
@@ -59,6 +61,12 @@ class TrainingData:
     @property
     def output_units(self) -> int:
         return int(self.n_classes) if self.task == "multiclass" else 1
+
+    @functools.cached_property
+    def scoring_rows(self) -> np.ndarray:
+        """What each epoch scores, in one array: the validation rows, then up to
+        TRAIN_SCORE_ROWS training rows (for the "loss" history)."""
+        return np.concatenate([self.x_val, self.x_train[:TRAIN_SCORE_ROWS]])
 
     def targets(self, y: np.ndarray) -> np.ndarray:
         # One column for single-output heads, so the loss never broadcasts (n,) against (n, 1).
@@ -234,11 +242,13 @@ def train_one(
     try:
         keras.backend.clear_session()
         weights = candidate.initial_weights or initial_weights(arch, data.output_units, candidate.seed)
-        model = standalone_model(arch, weights, data, training)
+        with compute_precision(training.mixed_precision):
+            model = standalone_model(arch, weights, data, training)
         monitor = _SequentialMonitor(tracker, data, stop)
-        keras.utils.set_random_seed(data_seed)  # the same batch order as every other trial of the call
-        model.fit(data.x_train, data.targets(data.y_train), epochs=candidate.epochs or training.epochs,
-                  batch_size=training.batch_size, shuffle=True, verbose=0,
+        keras.utils.set_random_seed(candidate.seed)  # dropout, when a unit has it
+        # shuffle=False: Keras would reorder the batches on its own; training_batches does it, seeded.
+        model.fit(training_batches(data, training.batch_size, data_seed),
+                  epochs=candidate.epochs or training.epochs, shuffle=False, verbose=0,
                   callbacks=[_keras_callback(monitor)])
     except Exception as exc:  # one broken candidate must not end the search
         return failed_record(candidate, metric, started, tracker, describe(exc))
@@ -288,19 +298,63 @@ def _keras_callback(monitor):
     return Monitor()
 
 
+def training_batches(data: TrainingData, batch_size: int, seed: int):
+    """The training rows as full batches in a seeded order, reshuffled every epoch.
+
+    Every batch has ``batch_size`` rows (the last ``n mod batch_size`` rows of each
+    epoch's order are left out of that epoch, different ones each time), so a model is
+    traced or compiled for one batch shape only: a ragged last batch would cost a
+    second trace per model (seconds on TensorFlow, a second XLA compile on JAX). The
+    order depends on ``seed`` alone, so every trainer feeds every candidate the same
+    batches.
+    """
+    import keras
+
+    class EpochBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__()
+            self.x, self.y = data.x_train, data.targets(data.y_train)
+            self.size = min(batch_size, len(self.x))
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(self.x))
+
+        def __len__(self):
+            return len(self.x) // self.size
+
+        def __getitem__(self, index):
+            rows = self.order[index * self.size:(index + 1) * self.size]
+            return self.x[rows], self.y[rows]
+
+        def on_epoch_end(self):
+            self.order = self.rng.permutation(len(self.x))
+
+    return EpochBatches()
+
+
 def epoch_scores(data: TrainingData, predict: Callable[[np.ndarray], np.ndarray]) -> dict[str, np.ndarray]:
     """Per-candidate "loss" (on up to TRAIN_SCORE_ROWS training rows) and "val_*" scores.
 
     ``predict(x)`` returns (n, K, out) outputs as the saved models give them.
     """
-    val = score_population(data.task, data.y_val, _predict_all(predict, data.x_val))
-    rows = min(len(data.x_train), TRAIN_SCORE_ROWS)
-    train = score_population(data.task, data.y_train[:rows], _predict_all(predict, data.x_train[:rows]))
+    outputs = _predict_all(predict, data.scoring_rows)
+    n_val = len(data.x_val)
+    val = score_population(data.task, data.y_val, outputs[:n_val])
+    train = score_population(data.task, data.y_train[:len(outputs) - n_val], outputs[n_val:])
     return {"loss": train["loss"], **{f"val_{name}": values for name, values in val.items()}}
 
 
 def _predict_all(predict, x: np.ndarray) -> np.ndarray:
-    parts = [np.asarray(predict(x[start:start + SCORE_BATCH])) for start in range(0, len(x), SCORE_BATCH)]
+    """Outputs for every row of ``x``, in calls of one shape (the last one padded), so the
+    prediction function is traced once."""
+    if len(x) <= SCORE_BATCH:
+        return np.asarray(predict(x))
+    parts = []
+    for start in range(0, len(x), SCORE_BATCH):
+        part = x[start:start + SCORE_BATCH]
+        short = SCORE_BATCH - len(part)
+        if short:
+            part = np.concatenate([part, np.zeros((short, x.shape[1]), x.dtype)])
+        parts.append(np.asarray(predict(part))[:SCORE_BATCH - short])
     return np.concatenate(parts, axis=0)
 
 
