@@ -230,6 +230,9 @@ class ExecutionSettings:
     # the backend does by default (JAX; TensorFlow on a GPU), not on a TensorFlow CPU.
     jit_compile: bool | Literal["auto"] = "auto"
     steps_per_execution: int = 1
+    # Rebuild a fused chunk with only its still-training candidates once most have
+    # stopped, when the epochs saved pay for the new trace (search/fused_train.py).
+    compact: bool = True
 
 
 @dataclass(frozen=True)

@@ -269,3 +269,22 @@ def test_fused_and_sequential_reach_the_same_validation_metric_on_digits():
         assert (a.execution, b.execution) == ("fused", "sequential")
         assert a.value == pytest.approx(b.value, abs=0.01)
         assert a.history["val_loss"][0] == pytest.approx(b.history["val_loss"][0], rel=1e-2)  # same start, same batches
+
+
+def test_compacting_a_chunk_carries_weights_and_optimizer_state(monkeypatch):
+    from cerebros_service.search import fused_train
+
+    data = _data("multiclass")
+    candidates = _candidates(data, 4, seed=2)
+    training = tiny_training(epochs=8, patience=1, learning_rate=0.05)
+    plain = train_population(candidates, data, training, "val_loss", "min",
+                             execution=ExecutionSettings(compact=False))
+    # compact as soon as half have stopped, whatever it costs
+    monkeypatch.setattr(fused_train._ChunkMonitor, "_compaction_pays", lambda self, epoch: self.active.mean() <= 0.5)
+    compacted = train_population(candidates, data, training, "val_loss", "min", execution=FUSED)
+    if max(r.epochs_run for r in plain) == min(r.epochs_run for r in plain):
+        pytest.skip("all candidates stopped together: nothing to compact")  # pragma: no cover
+    assert max(r.chunk["phases"] for r in compacted) >= 2
+    for a, b in zip(plain, compacted):
+        assert a.epochs_run == b.epochs_run and a.best_epoch == b.best_epoch
+        assert a.history["val_loss"] == pytest.approx(b.history["val_loss"], rel=1e-4)

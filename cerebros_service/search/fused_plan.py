@@ -190,11 +190,14 @@ def _normalizes(plan: FusedPlan, index: int, node: Node, reader: Reader) -> bool
     return reader is not plan.head and bool(unit_spec(plan.architectures[index], node).get("batchnorm"))
 
 
-def to_fused(plan: FusedPlan, per_candidate: list[Weights]) -> dict[str, np.ndarray]:
-    """Batched arrays holding each candidate's standalone weights in its slice (zeros elsewhere)."""
+def to_fused(plan: FusedPlan, per_candidate: list[Weights], *, identity: bool = True) -> dict[str, np.ndarray]:
+    """Batched arrays holding each candidate's standalone weights in its slice (zeros elsewhere).
+
+    ``identity`` starts unused batch-norm scales at 1 (weights); optimizer slots pass False.
+    """
     arrays = {name: np.zeros(shape, np.float32) for name, shape in variable_shapes(plan).items()}
     for name in arrays:
-        if name.endswith(("/gamma", "/moving_variance")):
+        if identity and name.endswith(("/gamma", "/moving_variance")):
             arrays[name][:] = 1.0
     for index, weights in enumerate(per_candidate):
         for node, reader, layer in _unit_readers(plan, index):

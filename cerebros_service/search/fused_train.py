@@ -16,7 +16,7 @@ from ..settings import Direction, ExecutionSettings, TrainSettings
 from .build import initial_weights
 from .device import compute_precision
 from .fused import make_fused_model, to_probabilities
-from .fused_plan import candidate_slices, from_fused, fusable, make_plan, to_fused
+from .fused_plan import from_fused, fusable, make_plan, to_fused, trainable
 from .records import Candidate, TrialRecord
 from .tracking import EpochTracker
 from .train import StopCheck, training_batches, TrainingData, describe, epoch_scores, failed_record, finished_record
@@ -79,85 +79,201 @@ def train_chunk(
     stop: StopCheck,
     chunk_index: int = 0,
 ) -> list[TrialRecord]:
-    """Train ``chunk`` as one fused model; one record per candidate (best-epoch weights attached)."""
+    """Train ``chunk`` as one fused model; one record per candidate (best-epoch weights attached).
+
+    When most candidates have stopped and enough epochs remain, the chunk is rebuilt
+    with only the ones still training (*compacted*), their weights and optimizer
+    state carried over, if the epochs saved pay for the new trace (measured on this
+    chunk's own first and later epochs).
+    """
     started = time.monotonic()
     trackers = [EpochTracker(metric, direction, training.patience, started) for _ in chunk]
+    progress = _ChunkProgress(len(chunk))
+    phases = 0
     try:
         with compute_precision(training.mixed_precision):
-            monitor, plan = _fit_chunk(chunk, data, training, trackers, execution, data_seed, stop)
+            members, carried, first_epoch = list(range(len(chunk))), None, 0
+            while members:
+                phases += 1
+                outcome = _fit_phase([chunk[i] for i in members], members, data, training, trackers, progress,
+                                     execution, data_seed, stop, first_epoch, carried)
+                if outcome is None:
+                    break
+                members, carried, first_epoch = outcome
     except Exception as exc:  # the whole chunk failed (e.g. out of memory): say so for each trial
         wall = time.monotonic() - started
         info = {"index": chunk_index, "size": len(chunk), "wall_s": wall}
         return [failed_record(c, metric, started, t, describe(exc), execution="fused",
                               duration_s=wall / len(chunk), chunk=info) for c, t in zip(chunk, trackers)]
     wall = time.monotonic() - started
-    info = {"index": chunk_index, "size": len(chunk), "wall_s": wall, "padded_params": plan.padded_params()}
+    info = {"index": chunk_index, "size": len(chunk), "wall_s": wall, "padded_params": progress.padded_params,
+            "phases": phases}
     total_epochs = sum(t.epochs_run for t in trackers) or 1
     records = []
     for index, (candidate, tracker) in enumerate(zip(chunk, trackers)):
-        tracker.stop(monitor.outside_stop or "epochs")
-        best = monitor.best[index]
-        weights = None if best is None else from_fused(plan, best, index, sliced=True)
-        records.append(finished_record(candidate, metric, started, tracker, weights, "fused",
+        tracker.stop(progress.outside_stop or "epochs")
+        records.append(finished_record(candidate, metric, started, tracker, progress.best[index], "fused",
                                        duration_s=wall * tracker.epochs_run / total_epochs, chunk=info))
     return records
 
 
-def _fit_chunk(chunk: list[Candidate], data: TrainingData, training: TrainSettings,
-               trackers: list[EpochTracker], execution: ExecutionSettings, data_seed: int, stop: StopCheck):
+class _ChunkProgress:
+    """What outlives one phase of a chunk: best-epoch weights per candidate, epoch timings, stops."""
+
+    def __init__(self, size: int):
+        self.best: list[dict | None] = [None] * size
+        self.outside_stop: str | None = None
+        self.padded_params = 0
+
+
+def _fit_phase(chunk, members, data, training, trackers, progress, execution, data_seed, stop, first_epoch,
+               carried):
+    """One fit of the candidates ``members`` (indices into the chunk) from ``first_epoch`` on.
+
+    Returns None when the chunk is done, or (members still training, their carried
+    state, the next epoch) when it should continue compacted.
+    """
     import keras
 
     keras.backend.clear_session()
     plan = make_plan([c.architecture for c in chunk], data.output_units)
-    starting = [c.initial_weights or initial_weights(c.architecture, data.output_units, c.seed) for c in chunk]
+    progress.padded_params = max(progress.padded_params, plan.padded_params())
     model = make_fused_model(
         plan, data.task, feature_mean=data.feature_mean, feature_var=data.feature_var,
         target_mean=data.target_mean, target_std=data.target_std, training=training, seed=chunk[0].seed,
         jit_compile=execution.jit_compile, steps_per_execution=execution.steps_per_execution,
     )
-    model.set_arrays(to_fused(plan, starting))
-    monitor = _ChunkMonitor(model, plan, trackers, data, stop)
+    if carried is None:
+        starting = [c.initial_weights or initial_weights(c.architecture, data.output_units, c.seed) for c in chunk]
+        model.set_arrays(to_fused(plan, starting))
+    else:
+        _restore(model, plan, carried)
+    epochs = chunk[0].epochs or training.epochs
+    monitor = _ChunkMonitor(model, plan, [trackers[i] for i in members], members, data, stop, progress,
+                            epochs, training.patience, compact=execution.compact)
     # shuffle=False: training_batches orders the rows itself, seeded like the sequential trainer's.
-    model.fit(training_batches(data, training.batch_size, data_seed), epochs=chunk[0].epochs or training.epochs,
-              shuffle=False, verbose=0, callbacks=[_keras_callback(monitor)])
-    return monitor, plan
+    model.fit(training_batches(data, training.batch_size, data_seed, first_epoch=first_epoch),
+              initial_epoch=first_epoch, epochs=epochs, shuffle=False, verbose=0,
+              callbacks=[_keras_callback(monitor)])
+    if not monitor.compact_now:
+        return None
+    still = [position for position, on in enumerate(monitor.active) if on]
+    return [members[p] for p in still], _carry(model, plan, still), monitor.last_epoch + 1
+
+
+def _carry(model, plan, positions: list[int]) -> dict:
+    """Weights and optimizer slots of the candidates at ``positions``, in standalone layout."""
+    arrays = model.get_arrays()
+    slots = _optimizer_slots(model)
+    carried = {"weights": [from_fused(plan, arrays, p) for p in positions], "iterations": None, "slots": {}}
+    if slots is not None:
+        blank = {n: np.zeros(a.shape, np.float32) for n, a in arrays.items() if not trainable(n)}
+        for kind, values in slots.items():
+            merged = {**blank, **{n: keras_numpy(v) for n, v in values.items()}}
+            carried["slots"][kind] = [from_fused(plan, merged, p) for p in positions]
+        carried["iterations"] = keras_numpy(model.optimizer.iterations)
+    return carried
+
+
+def _restore(model, plan, carried: dict) -> None:
+    model.set_arrays(to_fused(plan, carried["weights"]))
+    if carried["iterations"] is None:
+        return  # the optimizer starts afresh
+    model.optimizer.build(model.trainable_variables)
+    slots = _optimizer_slots(model)
+    if slots is None:
+        return
+    for kind, per_candidate in carried["slots"].items():
+        arrays = to_fused(plan, per_candidate, identity=False)
+        for name, variable in slots[kind].items():
+            variable.assign(arrays[name])
+    model.optimizer.iterations.assign(carried["iterations"])
+
+
+def _optimizer_slots(model) -> dict[str, dict] | None:
+    """{"momentum": {array name: variable}, "velocity": {...}} of the (built) AdamW, or None
+    when its variables are not named as this Keras names them (then the state is not carried)."""
+    optimizer = model.optimizer
+    if not optimizer.built:
+        return None
+    by_name = {v.name: v for v in optimizer.variables}
+    slots: dict[str, dict] = {"momentum": {}, "velocity": {}}
+    for name, variable in model.arrays.items():
+        if not trainable(name):
+            continue
+        for kind in slots:
+            slot = by_name.get(f"{variable.path.replace('/', '_')}_{kind}")
+            if slot is None:
+                return None
+            slots[kind][name] = slot
+    return slots
+
+
+def keras_numpy(value) -> np.ndarray:
+    import keras
+
+    return np.asarray(keras.ops.convert_to_numpy(value))
 
 
 class _ChunkMonitor:
-    """After each epoch: score every candidate, snapshot the improved ones, freeze the stopped ones."""
+    """After each epoch: score every candidate, snapshot the improved ones, freeze the stopped
+    ones, and decide whether to compact the chunk."""
 
-    def __init__(self, model, plan, trackers: list[EpochTracker], data: TrainingData, stop: StopCheck):
-        self.model, self.plan, self.trackers, self.data, self.stop = model, plan, trackers, data, stop
-        self.best: list[dict | None] = [None] * len(trackers)
+    def __init__(self, model, plan, trackers: list[EpochTracker], members: list[int], data: TrainingData,
+                 stop: StopCheck, progress: _ChunkProgress, epochs: int, patience: int, compact: bool):
+        self.model, self.plan, self.trackers, self.members = model, plan, trackers, members
+        self.data, self.stop, self.progress = data, stop, progress
+        self.epochs, self.patience, self.compact = epochs, patience, compact
         self.active = np.ones(len(trackers), dtype=np.float32)
-        self.outside_stop: str | None = None
+        self.epoch_times: list[float] = []
+        self.started = time.monotonic()
+        self.compact_now = False
+        self.last_epoch = -1
 
     def batch_end(self) -> bool:
         reason = self.stop.reason()
         if reason is not None:
-            self.outside_stop = reason
+            self.progress.outside_stop = reason
             return True
         return False
 
     def epoch_end(self, epoch: int) -> bool:
+        self.last_epoch = epoch
         task = self.data.task
         scores = epoch_scores(self.data, lambda x: to_probabilities(task, self.model.predict_on_batch(x)))
         improved = []
-        for index, tracker in enumerate(self.trackers):
-            if not self.active[index]:
+        for position, tracker in enumerate(self.trackers):
+            if not self.active[position]:
                 continue
-            logs = {key: float(values[index]) for key, values in scores.items()}
+            logs = {key: float(values[position]) for key, values in scores.items()}
             if tracker.epoch_end(epoch, logs):
-                improved.append(index)
+                improved.append(position)
         if improved:
             arrays = self.model.get_arrays()
-            for index in improved:
-                self.best[index] = candidate_slices(self.plan, arrays, index)
+            for position in improved:
+                self.progress.best[self.members[position]] = from_fused(self.plan, arrays, position)
         stopped = [i for i, t in enumerate(self.trackers) if t.stopped and self.active[i]]
         if stopped:
             self.active[stopped] = 0.0
             self.model.set_active(self.active)
-        return not self.active.any()
+        now = time.monotonic()
+        self.epoch_times.append(now - self.started)
+        self.started = now
+        if not self.active.any():
+            return True
+        self.compact_now = self.compact and self._compaction_pays(epoch)
+        return self.compact_now
+
+    def _compaction_pays(self, epoch: int) -> bool:
+        """Compact when at most half the candidates still train and the epochs they will
+        probably still run, at the cost saved per epoch, outweigh one more trace."""
+        share = float(self.active.mean())
+        if share > 0.5 or len(self.epoch_times) < 2:
+            return False
+        later = float(np.median(self.epoch_times[1:]))
+        trace = max(self.epoch_times[0] - later, 0.0)
+        remaining = min(self.epochs - (epoch + 1), 2 * self.patience)
+        return remaining * later * (1.0 - share) > 1.5 * trace + later
 
 
 def _keras_callback(monitor: _ChunkMonitor):

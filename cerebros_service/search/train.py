@@ -298,7 +298,7 @@ def _keras_callback(monitor):
     return Monitor()
 
 
-def training_batches(data: TrainingData, batch_size: int, seed: int):
+def training_batches(data: TrainingData, batch_size: int, seed: int, first_epoch: int = 0):
     """The training rows as full batches in a seeded order, reshuffled every epoch.
 
     Every batch has ``batch_size`` rows (the last ``n mod batch_size`` rows of each
@@ -306,7 +306,7 @@ def training_batches(data: TrainingData, batch_size: int, seed: int):
     traced or compiled for one batch shape only: a ragged last batch would cost a
     second trace per model (seconds on TensorFlow, a second XLA compile on JAX). The
     order depends on ``seed`` alone, so every trainer feeds every candidate the same
-    batches.
+    batches; ``first_epoch`` starts at that epoch's order (a fit that continues).
     """
     import keras
 
@@ -317,6 +317,8 @@ def training_batches(data: TrainingData, batch_size: int, seed: int):
             self.size = min(batch_size, len(self.x))
             self.rng = np.random.default_rng(seed)
             self.order = self.rng.permutation(len(self.x))
+            for _ in range(first_epoch):
+                self.order = self.rng.permutation(len(self.x))
 
         def __len__(self):
             return len(self.x) // self.size
