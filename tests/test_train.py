@@ -241,6 +241,20 @@ def test_warm_started_candidates_continue_from_their_weights():
             assert after.value < before.history["val_loss"][0]
 
 
+def test_the_planner_counts_a_chunk_as_its_layout_does():
+    from cerebros_service.search.fused_plan import PaddedSize, make_plan, unit_shapes
+
+    data = _data("multiclass")
+    space = SpaceSettings(max_levels=3, max_units_per_level=3, lateral_probability=0.9)
+    archs = [c.architecture for c in _candidates(data, 12, space=space, seed=7)]
+    size = PaddedSize()
+    for count, arch in enumerate(archs, start=1):
+        expected = make_plan(archs[:count], data.output_units).padded_params()
+        assert size.total(unit_shapes(arch, data.output_units)) == expected
+        size.add(unit_shapes(arch, data.output_units))
+        assert size.total() == expected
+
+
 def test_chunks_respect_the_caps_and_fall_back_to_sequential_for_one():
     from cerebros_service.search.fused_train import plan_chunks
 

@@ -92,6 +92,44 @@ class FusedPlan:
         return sum(len(r.members) * (r.fan_in + 1) * r.width for r in self.readers())
 
 
+def unit_shapes(arch: dict, output_units: int) -> dict[Node | str, tuple[int, int]]:
+    """Each unit's (real fan-in, width) by position (``HEAD`` for the output unit): all a chunk's
+    padded size depends on, so chunks can be planned without building layouts."""
+    predecessors = predecessors_of(arch)
+    nodes = all_nodes(level_sizes(arch))
+    shapes: dict[Node | str, tuple[int, int]] = {}
+    for node in nodes[1:]:
+        fan_in = sum(unit_width(arch, src) for src in predecessors[node])
+        if node == nodes[-1]:
+            shapes[HEAD] = (fan_in, output_units)
+        else:
+            shapes[node] = (fan_in, unit_width(arch, node))
+    return shapes
+
+
+class PaddedSize:
+    """The padded parameter count of a growing chunk, kept up to date one candidate at a time
+    (the same figure as ``make_plan(...).padded_params()``)."""
+
+    def __init__(self):
+        self.positions: dict[Node | str, list[int]] = {}  # position -> [members, widest fan-in, widest width]
+
+    def total(self, extra: dict | None = None) -> int:
+        total = 0
+        for position in set(self.positions) | set(extra or {}):
+            members, fan_in, width = self.positions.get(position, (0, 0, 0))
+            if extra and position in extra:
+                members, fan_in, width = members + 1, max(fan_in, extra[position][0]), max(width, extra[position][1])
+            total += members * (fan_in + 1) * width
+        return total
+
+    def add(self, shapes: dict) -> None:
+        for position, (fan_in, width) in shapes.items():
+            entry = self.positions.setdefault(position, [0, 0, 0])
+            entry[0] += 1
+            entry[1], entry[2] = max(entry[1], fan_in), max(entry[2], width)
+
+
 def fusable(arch: dict) -> bool:
     """Architectures the fused layout can express (concatenating units; the default)."""
     return arch.get("merging", "concatenate") == "concatenate"

@@ -16,7 +16,7 @@ from ..settings import Direction, ExecutionSettings, TrainSettings
 from .build import initial_weights
 from .device import compute_precision
 from .fused import make_fused_model, to_probabilities
-from .fused_plan import from_fused, fusable, make_plan, to_fused, trainable
+from .fused_plan import PaddedSize, from_fused, fusable, make_plan, to_fused, trainable, unit_shapes
 from .records import Candidate, TrialRecord
 from .tracking import EpochTracker
 from .train import StopCheck, training_batches, TrainingData, describe, epoch_scores, failed_record, finished_record
@@ -40,31 +40,32 @@ def plan_chunks(candidates: list[Candidate], data: TrainingData, training: Train
     if free is not None:
         max_params = min(max_params, free // 2 // BYTES_PER_PADDED_PARAM)
     chunks: list[list[Candidate]] = []
-    open_chunks: dict[int, list[Candidate]] = {}
+    open_chunks: dict[int, tuple[list[Candidate], PaddedSize]] = {}  # epoch budget -> chunk filling up
     for candidate in candidates:
-        if not fusable(candidate.architecture):
+        shapes = _shapes(candidate, data)
+        if shapes is None or not fusable(candidate.architecture):
             chunks.append([candidate])
             continue
         epochs = candidate.epochs or training.epochs
         current = open_chunks.get(epochs)
         if current is not None:
-            trial = current + [candidate]
-            fits = (len(trial) <= execution.max_fused_candidates
-                    and _padded_params(trial, data) <= max_params)
-            if fits:
-                current.append(candidate)
+            members, size = current
+            if len(members) < execution.max_fused_candidates and size.total(shapes) <= max_params:
+                members.append(candidate)
+                size.add(shapes)
                 continue
-        current = [candidate]
-        open_chunks[epochs] = current
-        chunks.append(current)
+        size = PaddedSize()
+        size.add(shapes)
+        open_chunks[epochs] = ([candidate], size)
+        chunks.append(open_chunks[epochs][0])
     return chunks
 
 
-def _padded_params(chunk: list[Candidate], data: TrainingData) -> int:
+def _shapes(candidate: Candidate, data: TrainingData) -> dict | None:
     try:
-        return make_plan([c.architecture for c in chunk], data.output_units).padded_params()
-    except Exception:  # a broken architecture: let the trainer report it on its own
-        return 1 << 62
+        return unit_shapes(candidate.architecture, data.output_units)
+    except Exception:  # a broken architecture: the trainer reports it on its own
+        return None
 
 
 def train_chunk(
