@@ -20,6 +20,12 @@ _EXPORTS = {
     "list_datasets": ".data.registry",
     "json_safe": ".jsonsafe",
     "scrub": ".boundary.results",
+    # after the search (docs/using-the-result.md)
+    "predict": ".prediction",
+    "export": ".onnx_export",
+    "report": ".reporting",
+    "list_runs": ".run_store",
+    "delete_run": ".run_store",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -29,6 +35,10 @@ if TYPE_CHECKING:  # for editors and type checkers; at run time __getattr__ load
     from .boundary.results import scrub
     from .jsonsafe import json_safe
     from .data.registry import list_datasets, register_dataset, unregister_dataset
+    from .onnx_export import export
+    from .prediction import predict
+    from .reporting import report
+    from .run_store import delete_run, list_runs
 
 
 def __getattr__(name: str) -> Any:

@@ -13,12 +13,15 @@ See docs/architecture.md ("Subprocess protocol") and docs/contract.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import sys
 import threading
 from typing import Any, BinaryIO, Callable
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")  # 2**63 has 19 digits
 
 
 # --------------------------------------------------------------------------- protocol stream
@@ -41,22 +44,55 @@ class ProtocolWriter:
                 written = self.stream.write(view)
                 view = view[written or 0:]
 
+    def write_reply(self, request_id: Any, **fields: Any) -> None:
+        """One serve line ``{"id": <the id exactly as sent>, **fields}``."""
+        from .jsonsafe import dumps
+
+        body = dumps(fields)
+        id_text = request_id.text if isinstance(request_id, RawId) else dumps(request_id)
+        self._write_line(b'{"id":' + id_text + (b"," + body[1:] if fields else b"}"))
+
+    def _write_line(self, data: bytes) -> None:
+        data += b"\n"
+        with self.lock:
+            view = memoryview(data)
+            while view:
+                written = self.stream.write(view)
+                view = view[written or 0:]
+
     def write_text(self, text: str) -> None:
         with self.lock:
             self.stream.write(text.encode())
 
 
-def _take_over_stdout(argv: list[str]) -> ProtocolWriter:
-    """Keep the real stdout for the protocol; send fd 1 (and --stderr-file's) to stderr."""
+class RawId:
+    """A numeric request id kept as the text it was sent as: a float id (``1e400``,
+    ``0.1``) comes back digit for digit, not as what a float makes of it."""
+
+    def __init__(self, text: str):
+        self.text = text.encode()
+
+
+def _take_over_stdout(argv: list[str]) -> tuple[ProtocolWriter, dict | None]:
+    """Keep the real stdout for the protocol; send fd 1 (and --stderr-file's) to stderr.
+
+    Also answers the failed result for a --stderr-file that cannot be opened (then
+    stderr stays where it was)."""
     protocol_fd = os.dup(1)
+    failure = None
     stderr_file = _stderr_file_arg(argv)
     if stderr_file:
-        fd = os.open(stderr_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.dup2(fd, 2)
-        os.close(fd)
+        try:
+            fd = os.open(stderr_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            failure = _usage_failure(f"--stderr-file: cannot open {stderr_file!r} for appending: "
+                                     f"{exc.strerror or exc}", ("stderr_file",))
+        else:
+            os.dup2(fd, 2)
+            os.close(fd)
     os.dup2(2, 1)
     sys.stdout.flush()
-    return ProtocolWriter(protocol_fd)
+    return ProtocolWriter(protocol_fd), failure
 
 
 def _stderr_file_arg(argv: list[str]) -> str | None:
@@ -96,7 +132,8 @@ def build_parser() -> _Parser:
         epilog="stdout carries only protocol JSON; logs go to stderr. "
                "Exit codes: 0 success, 1 failed run, 2 invalid input or usage.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{run,validate,serve}")
+    commands = parser.add_subparsers(dest="command",
+                                     metavar="{run,validate,serve,predict,export,report,runs}")
     commands.required = True
 
     run = commands.add_parser(
@@ -109,7 +146,10 @@ def build_parser() -> _Parser:
     run.add_argument("--input", metavar="FILE", help="read the request from FILE instead of stdin")
     run.add_argument("--events", action="store_true",
                      help="stream progress events as JSON lines before the result line")
+    run.add_argument("--json", action="store_true",
+                     help="answer JSON even on a terminal (no progress bar or summary table)")
     _stderr_option(run)
+    _operator_options(run)
 
     check = commands.add_parser(
         "validate", help="check a request without running it (never imports TensorFlow)",
@@ -119,6 +159,7 @@ def build_parser() -> _Parser:
     )
     check.add_argument("--input", metavar="FILE", help="read the request from FILE instead of stdin")
     _stderr_option(check)
+    _operator_options(check)
 
     serve = commands.add_parser(
         "serve", help="long-lived worker: one JSON request per line in, JSON lines out",
@@ -129,8 +170,39 @@ def build_parser() -> _Parser:
     )
     serve.add_argument("--preload", action="store_true",
                        help="import the search engine (and TensorFlow) before reading requests")
+    serve.add_argument("--max-concurrent-jobs", type=int, metavar="N", default=None,
+                       help="jobs (op submit) that may run at once, each in its own worker process "
+                            "(default 1, or $CEREBROS_MAX_CONCURRENT_JOBS)")
     _stderr_option(serve)
+    _operator_options(serve)
+    from .cli_after import add_commands as add_after_run_commands  # predict, export, report, runs
+
+    add_after_run_commands(commands, _stderr_option, _operator_options)
     return parser
+
+
+def _operator_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", metavar="DIR",
+                        help="the only folder csv/npz data may be read from (sets $CEREBROS_DATA_ROOT; "
+                             "without a data root no file can be read)")
+    parser.add_argument("--artifacts-root", metavar="DIR",
+                        help="where run folders DIR/<run_id> are made (sets $CEREBROS_ARTIFACTS_ROOT; "
+                             "default ./cerebros_runs)")
+
+
+def _apply_operator_options(args: argparse.Namespace) -> dict | None:
+    """Put --data-root/--artifacts-root where every part (and child process) reads them:
+    the environment. A failed result when one is unusable."""
+    for key in ("data_root", "artifacts_root"):
+        value = getattr(args, key, None)
+        if value is None:
+            continue
+        from .operator_config import configure
+
+        answer = configure(**{key: value})
+        if answer["status"] != "configured":
+            return _usage_failure(f"--{key.replace('_', '-')}: {answer['error']}", (key,))
+    return None
 
 
 def _stderr_option(parser: argparse.ArgumentParser) -> None:
@@ -153,9 +225,14 @@ def _parse_request(raw: bytes, where: str, shape: str = '{"spec": …, "opts": �
     import orjson
 
     try:
-        request = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        return None, _usage_failure(f"{where} is not valid JSON: {exc}")
+        # orjson reads an integer wider than 64 bits as a float (or refuses it); the
+        # standard parser keeps every integer exact, so it reads lines that may hold one.
+        request = json.loads(raw) if _LONG_DIGITS.search(raw) else orjson.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        try:
+            request = json.loads(raw)  # e.g. 1e400, which orjson refuses
+        except (ValueError, RecursionError):
+            return None, _usage_failure(f"{where} is not valid JSON: {exc}")
     if not isinstance(request, dict):
         return None, _usage_failure(
             f"{where} must be a JSON object {shape}, got {type(request).__name__}")
@@ -200,6 +277,11 @@ def cmd_run(args: argparse.Namespace, out: ProtocolWriter) -> int:
         out.write_json({"result": failure} if args.events else failure)
         return EXIT_INVALID
 
+    if not args.json and not args.events and out.stream.isatty():  # a person at a terminal
+        from .cli_human import open_terminal_text, run_with_progress
+
+        with open_terminal_text(out.stream.fileno()) as stream:
+            return _exit_code(run_with_progress(spec, opts, stream))
     from .api import run_nas
 
     if args.events:
@@ -233,66 +315,104 @@ def cmd_validate(args: argparse.Namespace, out: ProtocolWriter) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, out: ProtocolWriter) -> int:
+    from .jobs import configure, shutdown
+
+    if args.max_concurrent_jobs is not None:
+        answer = configure(max_concurrent_jobs=args.max_concurrent_jobs)
+        if answer["status"] != "ok":
+            out.write_reply(None, result=answer)
+            return EXIT_INVALID
     if args.preload:
         # Pay the engine's start-up (Keras and its backend) before the first request.
         import keras  # noqa: F401
 
         import cerebros_service.run  # noqa: F401
 
-    for line in sys.stdin.buffer:
-        if not line.strip():
-            continue
-        request, failure = _parse_request(
-            line, "the request line", '{"id": …, "op": "run"|"validate"|"ping", "spec": …, "opts": …}')
-        request_id = request.get("id") if request is not None else None
-        if failure is None:
-            failure = _serve_one(request, request_id, out)
-        if failure is not None:
-            out.write_json({"id": request_id, "result": failure})
+    try:
+        for line in sys.stdin.buffer:
+            if not line.strip():
+                continue
+            request, failure = _parse_request(line, "the request line", SERVE_SHAPE)
+            request_id = _request_id(line, request)
+            if failure is None:
+                failure = _serve_one(request, request_id, out)
+            if failure is not None:
+                out.write_reply(request_id, result=failure)
+    finally:
+        # End of input (or a dead reader): jobs still running are cancelled, and their
+        # last lines written, before the worker exits.
+        shutdown(timeout=SHUTDOWN_GRACE_S)
     return EXIT_OK
 
 
-SERVE_KEYS = {"id", "op", "spec", "opts", "events"}
+SERVE_SHAPE = '{"id": …, "op": "submit"|"cancel"|"status"|"run"|"validate"|"ping"|…, …}'
+SERVE_KEYS = {"id", "op", "spec", "opts", "events"}  # of op "run"
+SHUTDOWN_GRACE_S = 10.0
+
+
+def _request_id(line: bytes, request: dict | None) -> Any:
+    """The request's id, to answer with exactly as sent (see RawId)."""
+    value = request.get("id") if request is not None else None
+    if isinstance(value, float):
+        raw = json.loads(line, parse_float=str).get("id")
+        return RawId(raw) if isinstance(raw, str) else value
+    return value
 
 
 def _serve_one(request: dict, request_id: Any, out: ProtocolWriter) -> dict | None:
-    """Answer one serve request; returns a failed result instead for a malformed one."""
-    op = request.get("op")
+    """Answer one serve request; returns a failed result instead for a malformed one.
+
+    Op "run" is the synchronous search of earlier versions (in this process, lines
+    wait for it); every other op, "submit" included, is the job protocol shared with
+    the Pythonx bridge (jobs/protocol.py) and answers at once.
+    """
+    from .cli_after import is_serve_op, serve_op
+
+    if is_serve_op(request):  # predict, export, report, runs (cli_after.py)
+        out.write_reply(request_id, result=serve_op(request))
+        return None
+    if request.get("op") != "run":
+        from .jobs.protocol import check_request, handle
+
+        _, failure = check_request(request, extra_keys={"id"})
+        if failure is not None:
+            return failure
+
+        def push(message: dict) -> None:  # a job's events and its end, tagged with the submit's id
+            out.write_reply(request_id, **message)
+
+        out.write_reply(request_id, result=handle({k: v for k, v in request.items() if k != "id"}, push))
+        return None
     unknown = sorted(set(request) - SERVE_KEYS)
     if unknown:
         return _usage_failure(f"unknown key(s) in the request: {', '.join(unknown)}; "
                               f"allowed: {', '.join(sorted(SERVE_KEYS))}", (unknown[0],))
     if "events" in request and not isinstance(request["events"], bool):
         return _usage_failure(f"events must be true or false, got {request['events']!r}", ("events",))
-    if op == "ping":
-        result = {"status": "ok", "pid": os.getpid(), "tensorflow_loaded": "tensorflow" in sys.modules}
-    elif op in ("run", "validate"):
-        if "spec" not in request:
-            return _usage_failure("the request has no \"spec\"", ("spec",))
-        from .api import run_nas, validate
+    if "spec" not in request:
+        return _usage_failure("the request has no \"spec\"", ("spec",))
+    from .api import run_nas
 
-        opts = request.get("opts")
-        if op == "run":
-            if request.get("events") is True:
-                opts = _with_event_listener(
-                    opts, lambda event: out.write_json({"id": request_id, "event": event}))
-            result = run_nas(request["spec"], opts)
-        else:
-            result = validate(request["spec"], opts)
-    else:
-        return _usage_failure(f"op must be one of \"run\", \"validate\", \"ping\", got {op!r}", ("op",))
-    out.write_json({"id": request_id, "result": result})
+    opts = request.get("opts")
+    if request.get("events") is True:
+        opts = _with_event_listener(opts, lambda event: out.write_reply(request_id, event=event))
+    out.write_reply(request_id, result=run_nas(request["spec"], opts))
     return None
 
 
 # --------------------------------------------------------------------------- main
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "serve": cmd_serve}
+from .cli_after import COMMANDS as AFTER_RUN_COMMANDS  # noqa: E402 - predict, export, report, runs
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "serve": cmd_serve, **AFTER_RUN_COMMANDS}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    out = _take_over_stdout(argv)
+    out, failure = _take_over_stdout(argv)
+    if failure is not None:
+        _answer_failure(out, argv, failure)
+        return EXIT_INVALID
     parser = build_parser()
     _Parser.help_writer = out
     try:
@@ -305,10 +425,33 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
     _quiet_logging_setup()
+    failure = _apply_operator_options(args)
+    if failure is not None:
+        _answer_failure(out, argv, failure)
+        return EXIT_INVALID
     try:
         return COMMANDS[args.command](args, out)
     except BrokenPipeError:
         return EXIT_FAILED  # the reader went away; nobody is left to answer
+    except Exception as exc:  # noqa: BLE001 - every failure answers in the protocol
+        import logging
+
+        from .boundary.results import failure_result
+
+        logging.getLogger(__name__).exception("the %s command failed", args.command)
+        _answer_failure(out, argv, failure_result(exc, None))
+        return EXIT_FAILED
+
+
+def _answer_failure(out: ProtocolWriter, argv: list[str], failure: dict) -> None:
+    """A failed result in the shape the command's reader expects."""
+    command = next((arg for arg in argv if arg in COMMANDS), None)
+    if command == "serve":
+        out.write_reply(None, result=failure)
+    elif command == "run" and "--events" in argv:
+        out.write_json({"result": failure})
+    else:
+        out.write_json(failure)
 
 
 def _quiet_logging_setup() -> None:

@@ -27,10 +27,13 @@ class ServiceError(Exception):
 
     error_type = "internal_error"
 
-    def __init__(self, message: str, details: list[ErrorDetail] | None = None):
+    def __init__(self, message: str, details: list[ErrorDetail] | None = None, *,
+                 total_details: int | None = None):
         super().__init__(message)
         self.message = message
         self.details: list[ErrorDetail] = list(details or [])
+        # How many problems there were, when ``details`` lists only the first of them.
+        self.total_details = max(total_details or 0, len(self.details))
 
 
 class InputError(ServiceError):

@@ -66,7 +66,11 @@ def json_safe(obj: Any) -> Any:
     if callable(model_dump) and not isinstance(obj, type):
         return json_safe(model_dump(mode="python"))
     # Anything else: a readable string beats a crash at the caller's decoder.
-    return str(obj)
+    try:
+        text = str(obj)
+        return str.__str__(text) if isinstance(text, str) else f"<{type(obj).__name__}>"
+    except Exception:  # noqa: BLE001 - an object whose __str__ raises still has a type
+        return f"<{type(obj).__name__} object>"
 
 
 @json_safe.register(type(None))

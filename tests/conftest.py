@@ -59,3 +59,67 @@ def fast_settings():
         return SearchSettings(**values)
 
     return make
+
+
+# ---------------------------------------------------------------------------
+# After the search (predict, ONNX, report, tracking, runs): finished runs made
+# once per session under their own artifacts root, shared by those tests. Tests
+# that resolve run ids take `after_root`, which points CEREBROS_ARTIFACTS_ROOT at it.
+# ---------------------------------------------------------------------------
+
+AFTER_SPACE = {"max_levels": 2, "max_units_per_level": 2, "min_neurons": 4, "max_neurons": 16}
+IRIS_NAMES = ("setosa", "versicolor", "virginica")
+
+
+@pytest.fixture(scope="session")
+def after_root_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("after-runs")
+
+
+@pytest.fixture
+def after_root(after_root_dir, monkeypatch):
+    monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(after_root_dir))
+    return after_root_dir
+
+
+def _finished_run(root, spec: dict, opts: dict) -> dict:
+    from cerebros_service import run_nas
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CEREBROS_ARTIFACTS_ROOT", str(root))
+        patch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it to use a plain folder
+        result = run_nas(spec, opts)
+    assert result["status"] == "success", result
+    return result
+
+
+@pytest.fixture(scope="session")
+def labelled_run(after_root_dir):
+    """Iris with its species names as labels (2 trials x 2 epochs), MLflow (a local file store) and
+    TensorBoard on: {"result", "run_dir", "x", "labels", "mlruns"}."""
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    labels = [IRIS_NAMES[i] for i in iris.target]
+    mlruns = after_root_dir / ".mlflow"  # a local store must lie under the artifacts root
+    result = _finished_run(after_root_dir, {
+        "dataset": {"source": "inline", "x": iris.data.tolist(), "y": labels},
+        "training": {"epochs": 2}, "search_space": AFTER_SPACE,
+    }, {"run_id": "iris-labelled", "budget": {"max_trials": 2, "population_size": 2},
+        "tracking": {"mlflow": {"tracking_uri": ".mlflow", "experiment": "after-tests"},
+                     "tensorboard": True}})
+    from pathlib import Path
+
+    return {"result": result, "run_dir": Path(result["artifacts"]["run_dir"]), "x": iris.data,
+            "labels": labels, "mlruns": mlruns}
+
+
+@pytest.fixture(scope="session")
+def regression_run(after_root_dir):
+    """Diabetes regression (1 trial x 1 epoch), default after-run steps: {"result", "run_dir"}."""
+    from pathlib import Path
+
+    result = _finished_run(after_root_dir, {"dataset_id": "diabetes", "training": {"epochs": 1},
+                                            "search_space": AFTER_SPACE},
+                           {"run_id": "diabetes-regression", "budget": {"max_trials": 1, "population_size": 1}})
+    return {"result": result, "run_dir": Path(result["artifacts"]["run_dir"])}

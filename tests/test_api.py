@@ -19,10 +19,18 @@ from cerebros_service import run_nas
 
 RECORDING = Path(__file__).parent / "data" / "pythonx-encoding.tsv"
 
-SUCCESS_KEYS = {"status", "run_id", "best_model", "best_architecture", "best_metric", "metric",
+SUCCESS_KEYS = {"status", "run_id", "best_model", "best_architecture", "best_metric", "test_metric", "evaluation",
+                "metric",
                 "direction", "completed_trials", "failed_trials", "population_history", "trials",
-                "artifacts", "metadata"}
+                "artifacts", "metadata", "after_run"}
 FAILURE_KEYS = {"status", "error", "error_type", "error_details", "run_id", "completed_trials", "metadata"}
+
+
+@pytest.fixture(autouse=True)
+def _operator_roots(tmp_path, monkeypatch):
+    """Each test's tmp_path is the operator's artifacts root (opts.artifacts_dir may name it)."""
+    monkeypatch.delenv("CEREBROS_ARTIFACTS_DIR", raising=False)
+    monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path))
 
 
 def recorded(case: str):
@@ -183,15 +191,16 @@ def test_validation_failure_keeps_the_callers_run_id():
     assert result["error_details"][0]["loc"] == ["spec", "training", "epochs"]
 
 
-def test_dataset_failure(tmp_path):
+def test_dataset_failure(tmp_path, monkeypatch):
+    monkeypatch.setenv("CEREBROS_DATA_ROOT", str(tmp_path))
     result = run_nas({"dataset": {"source": "csv", "path": "missing.csv", "target": "y"}},
                      {"data_root": str(tmp_path), "artifacts_dir": str(tmp_path)})
     assert_failure(result, "dataset_error")
     assert "missing.csv" in result["error"]
 
 
-def test_every_trial_failing_is_a_search_failure(tmp_path):
-    # Targets near 1e30 square past float32's range: every trial's loss is inf.
+def test_targets_that_overflow_float32_are_a_dataset_error_not_a_search_failure(tmp_path):
+    # Targets near 1e30 square past float32's range: refused before any trial, not trained on.
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 3)).tolist()
     y = (rng.normal(size=40) * 1e30).tolist()
@@ -201,8 +210,26 @@ def test_every_trial_failing_is_a_search_failure(tmp_path):
         {"artifacts_dir": str(tmp_path), "run_id": "r1",
          "budget": {"max_trials": 2, "population_size": 2}},
     )
+    assert_failure(result, "dataset_error")
+    assert "learning_rate" not in result["error"] and "rescale y" in result["error"]
+    assert result["error_details"][0]["loc"] == ["spec", "dataset", "y"]
+    assert result["run_id"] == "r1" and not (tmp_path / "r1").exists()
+
+
+def test_every_trial_failing_is_a_search_failure(tmp_path):
+    # Sound data, but a learning rate of 10 through exponential units drives every loss to NaN.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 3)).tolist()
+    y = (rng.normal(size=40) * 1e3).tolist()
+    result = run_nas(
+        {"dataset": {"source": "inline", "x": x, "y": y}, "task": "regression",
+         "search_space": {"activations": ["exponential"], "min_neurons": 64, "max_neurons": 64},
+         "training": {"epochs": 3, "learning_rate": 10}},
+        {"artifacts_dir": str(tmp_path), "run_id": "r1",
+         "budget": {"max_trials": 2, "population_size": 2}},
+    )
     assert_failure(result, "search_failed")
-    assert "2" in result["error"] and result["run_id"] == "r1"
+    assert "2 ran" in result["error"] and result["run_id"] == "r1"
     run_dir = tmp_path / "r1"
     assert len((run_dir / "trials.jsonl").read_text().splitlines()) == 2  # nothing done is lost
 

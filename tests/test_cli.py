@@ -14,6 +14,13 @@ PYTHON = sys.executable
 TINY_SPEC = {"dataset_id": "iris", "training": {"epochs": 1},
              "search_space": {"max_levels": 1, "max_units_per_level": 1, "min_neurons": 4, "max_neurons": 8}}
 
+
+@pytest.fixture(autouse=True)
+def _operator_roots(tmp_path, monkeypatch):
+    """Each test's tmp_path is the operator's artifacts root (opts.artifacts_dir may name it)."""
+    monkeypatch.delenv("CEREBROS_ARTIFACTS_DIR", raising=False)
+    monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path))
+
 # Runs main() like `python -m cerebros_service` does, then reports on stderr whether
 # TensorFlow got imported (stdout belongs to the protocol).
 MAIN_WITH_TF_REPORT = (
@@ -110,9 +117,8 @@ def test_run_with_events_and_stderr_file(tmp_path):
 
 
 def test_failed_run_exits_1_and_invalid_run_exits_2(tmp_path):
-    missing = {"spec": {"dataset": {"source": "csv", "path": "none.csv", "target": 0}},
-               "opts": {"data_root": str(tmp_path)}}
-    done = cli("run", stdin=json.dumps(missing), tf_report=True)
+    missing = {"spec": {"dataset": {"source": "csv", "path": "none.csv", "target": 0}}}
+    done = cli("run", "--data-root", str(tmp_path), stdin=json.dumps(missing), tf_report=True)
     assert done.returncode == 1
     assert json.loads(done.stdout)["error_type"] == "dataset_error"
     assert "TF_LOADED=False" in done.stderr  # failing early costs no TensorFlow import

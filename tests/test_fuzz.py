@@ -18,7 +18,7 @@ from cerebros_service import run_nas, validate
 from cerebros_service.boundary.normalize import normalize
 from cerebros_service.errors import InputError
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 SPEC_KEYS = ["dataset_id", "dataset", "task", "search_space", "objective", "training", "strategy"]
 OPTS_KEYS = ["run_id", "seed", "budget", "parameters", "artifacts_dir", "data_root", "device"]

@@ -40,7 +40,8 @@ def test_short_form_maps_onto_the_native_space():
     settings = build_settings(spec, opts, "val_accuracy")
     assert isinstance(settings, SearchSettings)
     assert settings.strategy == "evolution"  # the calling application sends GA parameters
-    assert (settings.max_trials, settings.population_size) == (10, 20)
+    # no population given: derived so that evolution breeds (10 trials // 3 generations)
+    assert (settings.max_trials, settings.population_size) == (10, 3)
     assert (settings.mutation_rate, settings.crossover_rate, settings.elite_size) == (0.1, 0.7, 2)
 
 
@@ -130,11 +131,13 @@ def test_objective_must_fit_a_task_given_up_front():
         assert validate({"dataset_id": "iris", "objective": objective})["status"] == "valid"
 
 
-def test_objective_that_does_not_fit_the_loaded_data_is_a_validation_error():
+def test_objective_that_does_not_fit_the_loaded_data_is_a_validation_error(monkeypatch, tmp_path):
     # diabetes is a regression task: known only once the data is loaded.
-    result = run_nas({"dataset_id": "diabetes", "objective": "accuracy"}, {"artifacts_dir": "/nonexistent/never"})
+    monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path / "never"))
+    result = run_nas({"dataset_id": "diabetes", "objective": "accuracy"}, {})
     assert result["error_type"] == "validation_error"
     assert "regression" in problems(result)["spec.objective"]
+    assert not (tmp_path / "never").exists()  # refused before any run folder was made
 
 
 def test_validation_is_strict_about_types_and_numbers():
@@ -163,13 +166,18 @@ def test_run_id_is_generated_when_absent_and_kept_when_given():
 
 
 def test_directories_default_from_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("CEREBROS_ARTIFACTS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("CEREBROS_ARTIFACTS_DIR", raising=False)
+    monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path / "runs"))
     monkeypatch.setenv("CEREBROS_DATA_ROOT", str(tmp_path))
     opts = validate({"dataset_id": "iris"})["opts"]
-    assert opts["artifacts_dir"] == str(tmp_path / "runs")
-    assert opts["data_root"] == str(tmp_path)
-    monkeypatch.delenv("CEREBROS_ARTIFACTS_DIR")
-    assert validate({"dataset_id": "iris"})["opts"]["artifacts_dir"] == "./cerebros_runs"
+    assert opts["artifacts_dir"] == str((tmp_path / "runs").resolve())
+    assert opts["data_root"] == str(tmp_path.resolve())
+    monkeypatch.delenv("CEREBROS_ARTIFACTS_ROOT")
+    monkeypatch.delenv("CEREBROS_DATA_ROOT")
+    monkeypatch.chdir(tmp_path)
+    opts = validate({"dataset_id": "iris"})["opts"]
+    assert opts["artifacts_dir"] == str((tmp_path / "cerebros_runs").resolve())
+    assert opts["data_root"] is None  # no data root: no file can be read
 
 
 def test_elite_size_cannot_exceed_the_population():

@@ -10,7 +10,6 @@ from the schema.
 from __future__ import annotations
 
 import difflib
-import reprlib
 import types
 from typing import Annotated, Any, Union, get_args, get_origin
 
@@ -19,22 +18,23 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import ErrorDetail
 from .normalize import render_loc
-
-_short = reprlib.Repr()
-_short.maxstring = 60
-_short.maxother = 60
-_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 4
-_short.maxlevel = 2
+from ..operator_config import limit_or_default
+from .safe_text import short_repr, type_name
 
 
-def short_repr(value: Any) -> str:
-    """A bounded repr: a request can carry megabytes of inline data."""
-    return _short.repr(value)
 
+def describe_errors(exc: ValidationError, model: type[BaseModel], root: str,
+                    limit: int | None = None) -> list[ErrorDetail]:
+    """One detail per problem, the first ``limit`` of them (``exc.error_count()`` says how many).
 
-def describe_errors(exc: ValidationError, model: type[BaseModel], root: str) -> list[ErrorDetail]:
+    ``limit`` defaults to the operator's ``max_error_details``.
+    """
+    if limit is None:
+        limit = limit_or_default("max_error_details")
     details: list[ErrorDetail] = []
     for error in exc.errors(include_url=False):
+        if len(details) >= limit:
+            break  # explaining 100,000 unknown keys would take seconds and megabytes
         loc = tuple(error["loc"])
         ctx = error.get("ctx") or {}
         if error["type"] == "cross_field":
@@ -47,12 +47,14 @@ def describe_errors(exc: ValidationError, model: type[BaseModel], root: str) -> 
     return details
 
 
-def summary_sentence(details: list[ErrorDetail]) -> str:
-    """One readable sentence naming every wrong field."""
+def summary_sentence(details: list[ErrorDetail], total: int | None = None) -> str:
+    """One readable sentence naming every wrong field listed (``total``: how many there were)."""
     parts = [f"{render_loc(d.loc)}: {d.message}" for d in details]
-    if len(parts) == 1:
+    total = max(total or 0, len(parts))
+    if total == 1:
         return f"Invalid request: {parts[0]}."
-    return f"Invalid request ({len(parts)} problems): " + "; ".join(parts) + "."
+    shown = "" if total == len(parts) else f"; the first {len(parts)} are listed"
+    return f"Invalid request ({total} problems{shown}): " + "; ".join(parts) + "."
 
 
 # --------------------------------------------------------------------------- messages
@@ -77,8 +79,11 @@ def _explain(error: dict, model: type[BaseModel], loc: tuple) -> tuple[tuple, st
     kind = error["type"]
     ctx = error.get("ctx") or {}
     got = short_repr(error.get("input"))
+    value = error.get("input")
+    if kind == "float_type" and isinstance(value, int) and not isinstance(value, bool):
+        return loc, f"must be a number a 64-bit float can hold, got {got}"
     if kind in _TYPE_WORDS:
-        return loc, f"must be {_TYPE_WORDS[kind]}, got {got} ({type(error.get('input')).__name__})"
+        return loc, f"must be {_TYPE_WORDS[kind]}, got {got} ({type_name(value)})"
     if kind == "invalid_key":
         return loc, _unknown_key(model, loc, note=": keys must be strings")
     if kind == "missing":
@@ -100,17 +105,17 @@ def _explain(error: dict, model: type[BaseModel], loc: tuple) -> tuple[tuple, st
         most = ctx.get("max_length")
         unit = "character(s)" if kind == "string_too_long" else "item(s)"
         return loc, f"must hold at most {most} {unit}, got {got}"
+    tag_field = str(ctx.get("discriminator", "'source'")).strip("'")
     if kind == "union_tag_invalid":
-        return loc + ("source",), (
+        return loc + (tag_field,), (
             f"must be one of {ctx.get('expected_tags')}, got {short_repr(ctx.get('tag'))}"
         )
     if kind == "union_tag_not_found":
-        return loc + ("source",), (
-            "is required: say where the data comes from, one of "
-            "'builtin', 'csv', 'npz', 'inline', 'arrays'"
-        )
+        tags = ", ".join(repr(_tag(m)) for m in _models_at(model, loc) if _tag(m) is not None)
+        what = "say where the data comes from, one of " if tag_field == "source" else "one of "
+        return loc + (tag_field,), f"is required: {what}{tags}"
     if kind == "is_instance_of":
-        return loc, f"must be a numpy array ({ctx.get('class')}), got {type(error.get('input')).__name__}"
+        return loc, f"must be a numpy array ({ctx.get('class')}), got {type_name(error.get('input'))}"
     if kind == "value_error":
         return loc, error["msg"].removeprefix("Value error, ")
     message = error["msg"]
@@ -168,12 +173,17 @@ def _is_model(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
-def _source_tag(model: type[BaseModel]) -> Any:
-    field = model.model_fields.get("source")
-    if field is None:
-        return None
-    args = get_args(field.annotation)
-    return args[0] if len(args) == 1 else None
+# Fields that discriminate a union of models: spec.dataset.source, opts.executor.kind.
+_TAG_FIELDS = ("source", "kind")
+
+
+def _tag(model: type[BaseModel]) -> Any:
+    for name in _TAG_FIELDS:
+        field = model.model_fields.get(name)
+        if field is not None:
+            args = get_args(field.annotation)
+            return args[0] if len(args) == 1 else None
+    return None
 
 
 def _without_tags(model: type[BaseModel], loc: tuple) -> tuple:
@@ -182,7 +192,7 @@ def _without_tags(model: type[BaseModel], loc: tuple) -> tuple:
     current: list[tuple[Any, list]] = [(model, [])]
     for part in loc:
         annotations = [annotation for annotation, _ in current]
-        if any(_source_tag(m) == part for a in annotations for m in _flatten(a) if _is_model(m)):
+        if any(_tag(m) == part for a in annotations for m in _flatten(a) if _is_model(m)):
             current = _step(annotations, part)
             continue
         kept.append(part)
@@ -199,7 +209,7 @@ def _step(annotations: list[Any], part: Any) -> list[tuple[Any, list]]:
                 if isinstance(part, str) and part in member.model_fields:
                     info = member.model_fields[part]
                     reached.append((info.annotation, list(info.metadata)))
-                elif _source_tag(member) == part:  # discriminated union: loc names the tag
+                elif _tag(member) == part:  # discriminated union: loc names the tag
                     reached.append((member, []))
             elif get_origin(member) is list and isinstance(part, int):
                 item = get_args(member)[0]

@@ -13,6 +13,7 @@ copied here.
 from __future__ import annotations
 
 from ..errors import ErrorDetail, InputError
+from .safe_text import short_repr, type_name
 
 # Deeper than any sensible request; a cap (instead of unbounded recursion) turns a
 # pathological input into a clear InputError rather than a RecursionError.
@@ -28,7 +29,7 @@ def render_loc(loc: Loc) -> str:
         if isinstance(part, str) and part.isidentifier():
             text += part if not text else "." + part
         else:
-            text += f"[{part!r}]"
+            text += f"[{short_repr(part)}]"
     return text
 
 
@@ -57,7 +58,11 @@ def _decode(raw: bytes, loc: Loc) -> str:
 
 
 def _normalize(value, loc: Loc, depth: int):
-    if isinstance(value, str) or value is None or isinstance(value, (bool, int, float)):
+    if value is None or type(value) in (str, bool, int, float):
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)  # str subclasses (StrEnum, numpy.str_) as plain str
+    if isinstance(value, (bool, int, float)):
         return value
     if isinstance(value, (bytes, bytearray)):
         return _decode(value, loc)
@@ -65,29 +70,44 @@ def _normalize(value, loc: Loc, depth: int):
         if isinstance(value, (dict, list, tuple, set, frozenset)):
             raise _fail(loc, f"is nested more than {MAX_DEPTH} levels deep")
         return value
-    if isinstance(value, dict):
-        return _normalize_dict(value, loc, depth)
-    if isinstance(value, (list, tuple)):
-        return [_normalize(item, loc + (index,), depth + 1) for index, item in enumerate(value)]
-    if isinstance(value, (set, frozenset)):
+    if not isinstance(value, (dict, list, tuple, set, frozenset)):
+        return value  # numpy arrays, callables, PIDs, …: the same object, untouched
+    try:
+        if isinstance(value, dict):
+            return _normalize_dict(value, loc, depth)
         items = [_normalize(item, loc + (index,), depth + 1) for index, item in enumerate(value)]
-        return _deterministic_order(items)
-    return value  # numpy arrays, callables, PIDs, …: the same object, untouched
+        return _deterministic_order(items) if isinstance(value, (set, frozenset)) else items
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a container subclass whose iteration raises
+        raise _fail(loc, f"cannot be read: iterating this {type_name(value)} raised "
+                         f"{type_name(exc)}; send plain maps and lists") from None
 
 
 def _normalize_dict(value: dict, loc: Loc, depth: int) -> dict:
     result: dict = {}
     for key, item in value.items():
         if isinstance(key, (bytes, bytearray)):
-            new_key = _decode(key, loc + (f"<key {bytes(key)!r}>",))
-        else:
+            new_key = _decode(key, loc + (f"<key {short_repr(bytes(key))}>",))
+        elif isinstance(key, str):
+            new_key = str.__str__(key)  # a plain str: a subclass's __eq__/__hash__ is caller code
+        elif key is None or type(key) in (bool, int, float, tuple):
             # Non-string keys (ints, tuples) stay as they are: validation reports
             # them as unknown keys, with the key in the path.
             new_key = key
-        if new_key in result:
+        else:  # an object as a key: its __hash__/__eq__ are caller code, best not called
+            raise _fail(loc + (f"<key {short_repr(key)}>",),
+                        f"is a key of type {type_name(key)}: keys must be strings")
+        try:
+            taken = new_key in result
+        except Exception as exc:  # noqa: BLE001 - a key whose __hash__ or __eq__ raises
+            raise _fail(loc + (f"<key {short_repr(key)}>",),
+                        f"is a key of type {type_name(key)} that cannot be compared "
+                        f"({type_name(exc)}): keys must be strings") from None
+        if taken:
             raise _fail(
                 loc + (new_key,),
-                f"is given twice, once as bytes and once as a string key ({new_key!r}); keep one",
+                f"is given twice, once as bytes and once as a string key ({short_repr(new_key)}); keep one",
             )
         result[new_key] = _normalize(item, loc + (new_key,), depth + 1)
     return result
@@ -98,4 +118,11 @@ def _deterministic_order(items: list) -> list:
     try:
         return sorted(items)
     except TypeError:
-        return sorted(items, key=lambda item: (type(item).__name__, repr(item)))
+        return sorted(items, key=lambda item: (type_name(item), _full_repr(item)))
+
+
+def _full_repr(item) -> str:
+    try:
+        return repr(item)
+    except Exception:  # noqa: BLE001 - described instead; the order stays deterministic enough
+        return short_repr(item)

@@ -27,6 +27,8 @@ import numpy as np
 
 from ..errors import ErrorDetail, ServiceError
 from ..jsonsafe import json_safe
+from ..operator_config import limit_or_default
+from .safe_text import safe_str, type_name
 
 # ---------------------------------------------------------------------------- scrub
 
@@ -162,17 +164,33 @@ def failure_result(
     error_type: str | None = None,
     metadata: dict | None = None,
 ) -> dict:
-    """The ``status: "failed"`` dict for any error (a ServiceError keeps its type and details)."""
+    """The ``status: "failed"`` dict for any error (a ServiceError keeps its type and details).
+
+    Never raises, whatever ``error`` is: an exception whose ``__str__`` raises still
+    gets a result. At most ``max_error_details`` details are listed; when there were
+    more, ``metadata.error_details_total`` says how many.
+    """
+    try:
+        return _failure_result(error, run_id, completed_trials, error_type, metadata)
+    except Exception:  # noqa: BLE001 - the last answer must not fail
+        return _bare_failure(run_id if isinstance(run_id, str) else None, error_type)
+
+
+def _failure_result(error, run_id, completed_trials, error_type, metadata) -> dict:
+    limit = limit_or_default("max_error_details")
+    total = 0
     if isinstance(error, ServiceError):
         kind = error_type or error.error_type
-        message = error.message
-        details = [d.as_dict() for d in error.details]
+        message = safe_str(error.message, limit=20_000)
+        details = [d.as_dict() for d in error.details[:limit]]
+        total = error.total_details
     else:
         kind = error_type or "internal_error"
-        message = f"internal error ({type(error).__name__}): {error}"
+        message = f"internal error ({type_name(error)}): {safe_str(error)}"
         details = []
     if not details:
         details = [ErrorDetail((), message).as_dict()]
+    extra = {"error_details_total": total} if total > len(details) else {}
     return json_safe({
         "status": "failed",
         "error": message,
@@ -180,8 +198,16 @@ def failure_result(
         "error_details": details,
         "run_id": run_id,
         "completed_trials": completed_trials,
-        "metadata": {**(metadata or {}), "error_type": kind, "timestamp": utc_timestamp()},
+        "metadata": {**(metadata or {}), **extra, "error_type": kind, "timestamp": utc_timestamp()},
     })
+
+
+def _bare_failure(run_id: str | None, error_type: str | None) -> dict:
+    kind = error_type if isinstance(error_type, str) else "internal_error"
+    message = "internal error (the error could not be described)"
+    return {"status": "failed", "error": message, "error_type": kind,
+            "error_details": [{"loc": [], "message": message}], "run_id": run_id,
+            "completed_trials": 0, "metadata": {"error_type": kind, "timestamp": utc_timestamp()}}
 
 
 def trial_summary(record) -> dict:
@@ -205,6 +231,8 @@ def trial_summary(record) -> dict:
         "neurons": [[unit.get("neurons") for unit in level_units] for level_units in units],
         "activations": [[unit.get("activation") for unit in level_units] for level_units in units],
         "error": record.error,
+        # successive halving: the trial whose weights this one continued (None: trained afresh)
+        "parent_trial": getattr(record, "parent_trial", None),
     }
 
 
@@ -220,6 +248,10 @@ def success_result(outcome, *, run_id: str, metadata: dict) -> dict:
         "best_model": dict(architecture),
         "best_architecture": architecture,
         "best_metric": best_metric,
+        # The best model on rows the search never saw (None without a test split), and the
+        # whole evaluation: splits, validation and test reports with per-class metrics, refit.
+        "test_metric": getattr(outcome, "test_metric", None),
+        "evaluation": getattr(outcome, "evaluation", None) or None,
         "metric": outcome.metric,
         "direction": outcome.direction,
         "completed_trials": outcome.completed_trials,

@@ -9,7 +9,7 @@ wrong and how to fix it. Nothing here imports TensorFlow or Keras.
 
 from __future__ import annotations
 
-import os
+import math
 import re
 import secrets
 from datetime import datetime, timezone
@@ -18,6 +18,7 @@ from typing import Annotated, Any, Callable, Literal, Union
 import numpy as np
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -32,8 +33,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..data.dataset import TaskRequest
+from .. import operator_config
 from ..errors import ErrorDetail, InputError
-from ..settings import KNOWN_ACTIVATIONS, SearchSettings, SpaceSettings, TrainSettings, resolve_metric
+from ..settings import (KNOWN_ACTIVATIONS, EvaluationSettings, ExecutionSettings, HalvingSettings, SearchSettings,
+                        SpaceSettings, TrainSettings, derived_population_size, resolve_metric)
 from .errors_text import describe_errors, short_repr, summary_sentence
 
 # Activation names the trainer accepts for hidden units, from the search space itself
@@ -92,6 +95,17 @@ class NpzSource(_Strict):
     path: str = Field(min_length=1)
 
 
+def _usable_label(label: Any) -> bool:
+    """A target numpy can hold as it is: a string, a finite float, an int of at most 64 bits."""
+    if isinstance(label, str):
+        return True
+    if isinstance(label, float):
+        return math.isfinite(label)
+    if isinstance(label, int):
+        return -(2**63) <= label < 2**64
+    return False
+
+
 class InlineSource(_Strict):
     source: Literal["inline"]
     x: list[list[float]] = Field(min_length=1)
@@ -107,10 +121,10 @@ class InlineSource(_Strict):
         for index in ragged[:5]:  # a few are enough to see the pattern
             problems.append((("x", index), f"has {len(self.x[index])} values but row 0 has {width}: "
                                            "rows must all be the same length"))
-        bad = [i for i, label in enumerate(self.y) if label is None or not isinstance(label, (str, int, float))]
+        bad = [i for i, label in enumerate(self.y) if not _usable_label(label)]
         if bad:
             more = f" ({len(bad)} such values)" if len(bad) > 1 else ""
-            problems.append((("y", bad[0]), f"must be a number or a string label, "
+            problems.append((("y", bad[0]), f"must be a finite number (at most 64 bits) or a string label, "
                                             f"got {short_repr(self.y[bad[0]])}{more}"))
         if len(self.y) != len(self.x):
             problems.append((("y",), f"has {len(self.y)} values but x has {len(self.x)} rows: "
@@ -165,6 +179,17 @@ class SearchSpaceSpec(_Strict):
     lateral_decay: float = Field(SpaceSettings.lateral_decay, ge=0, le=1)
     max_laterals_per_level: int = Field(SpaceSettings.max_laterals_per_level, ge=0, le=64)
     dropout: float = Field(SpaceSettings.dropout, ge=0, lt=1)
+    # Cerebros' wiring rules (docs/search.md states each beside Cerebros' own).
+    wiring: Literal["cerebros", "poisson"] = SpaceSettings.wiring
+    predecessor_affinity_first: float = Field(SpaceSettings.predecessor_affinity_first, ge=0, le=64)
+    predecessor_affinity_main: float = Field(SpaceSettings.predecessor_affinity_main, ge=0, le=64)
+    predecessor_affinity_final_to_kminus1: float = Field(SpaceSettings.predecessor_affinity_final_to_kminus1,
+                                                         ge=0, le=64)
+    max_consecutive_laterals: int = Field(SpaceSettings.max_consecutive_laterals, ge=0, le=64)
+    merging_strategy: Literal["concatenate", "add"] = SpaceSettings.merging_strategy
+    bnorm_or_dropout: Literal["bnorm", "dropout", "none"] = SpaceSettings.bnorm_or_dropout
+    dropout_rate: float = Field(SpaceSettings.dropout_rate, ge=0, lt=1)
+    tries_per_moiety: int = Field(SpaceSettings.tries_per_moiety, ge=1, le=1000)
 
     # Field validators (not one model validator) so these are reported together with
     # any other mistake in the request; a bound that itself failed is skipped.
@@ -212,6 +237,15 @@ class SearchSpaceSpec(_Strict):
             lateral_decay=self.lateral_decay,
             max_laterals_per_level=self.max_laterals_per_level,
             dropout=self.dropout,
+            wiring=self.wiring,
+            predecessor_affinity_first=self.predecessor_affinity_first,
+            predecessor_affinity_main=self.predecessor_affinity_main,
+            predecessor_affinity_final_to_kminus1=self.predecessor_affinity_final_to_kminus1,
+            max_consecutive_laterals=self.max_consecutive_laterals,
+            merging_strategy=self.merging_strategy,
+            bnorm_or_dropout=self.bnorm_or_dropout,
+            dropout_rate=self.dropout_rate,
+            tries_per_moiety=self.tries_per_moiety,
         )
 
 
@@ -223,6 +257,10 @@ class TrainingSpec(_Strict):
     # Epochs without improvement before a trial stops early.
     patience: int = Field(TrainSettings.patience, ge=1, le=10_000)
     validation_split: float = Field(TrainSettings.validation_split, gt=0, lt=1)
+    # "cosine": the learning rate decays to 0 over the epochs.
+    lr_schedule: Literal["constant", "cosine"] = TrainSettings.lr_schedule
+    # float16 compute on a GPU (ignored on a CPU, where it gains nothing).
+    mixed_precision: bool = TrainSettings.mixed_precision
 
     def to_settings(self) -> TrainSettings:
         return TrainSettings(**self.model_dump())
@@ -251,6 +289,37 @@ def objective_problem(objective: str | None, task: str) -> str | None:
     return first_error
 
 
+def _test_split(value: Any) -> float | str:
+    if value == "auto" and isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"must be \"auto\" or a fraction in [0, 1) (0: no test split), got {short_repr(value)}")
+    return float(value)
+
+
+class EvaluationSpec(_Strict):
+    """The held-out test (settings.EvaluationSettings)."""
+
+    # Fraction of all rows held out (stratified for classification); "auto": 0.2 from 200
+    # rows on, else none; 0: none.
+    test_split: Annotated[Any, AfterValidator(_test_split)] = EvaluationSettings.test_split
+    # A test set given apart from the data (any data source); replaces test_split.
+    test_dataset: DatasetSource | None = None
+    # Retrain the winner on train + validation for its best epoch count before the test.
+    refit: bool = EvaluationSettings.refit
+
+    @model_validator(mode="after")
+    def _one_test(self) -> EvaluationSpec:
+        if self.test_dataset is not None and "test_split" in self.model_fields_set and self.test_split != 0:
+            _problems([(("test_split",), "and test_dataset were both given: a given test set replaces the "
+                                         "split; keep only one of them")])
+        return self
+
+    def to_settings(self) -> EvaluationSettings:
+        test_split = 0.0 if self.test_dataset is not None else self.test_split
+        return EvaluationSettings(test_split=test_split, refit=self.refit)
+
+
 class Spec(_Strict):
     # Order matters: a field validator sees the fields declared before it.
     dataset: DatasetSource | None = None
@@ -260,7 +329,9 @@ class Spec(_Strict):
     # None: accuracy for classification, rmse for regression (settled by the data).
     objective: str | None = Field(None, min_length=1, max_length=64)
     training: TrainingSpec = TrainingSpec()
-    strategy: Literal["random", "evolution"] = "evolution"
+    strategy: Literal["random", "evolution", "halving"] = SearchSettings.strategy
+    # The held-out test (docs/search.md, "Evaluation"). Declared after dataset/dataset_id.
+    evaluation: EvaluationSpec = Field(default_factory=lambda: EvaluationSpec())
 
     @property
     def effective_task(self) -> str:
@@ -319,6 +390,37 @@ def _check_run_id(value: str) -> str:
     return value
 
 
+def _is_artifacts_root(value: str) -> str:
+    root = operator_config.artifacts_root()
+    try:
+        real = operator_config.inside_root(root, value)
+    except ValueError:
+        real = None
+    if real != root:
+        raise ValueError(
+            "is the operator's to choose: run folders are always <artifacts root>/<run_id> "
+            f"({operator_config.ARTIFACTS_ROOT_ENV} or the --artifacts-root flag); leave artifacts_dir out")
+    return str(real)
+
+
+def _inside_data_root(value: str | None) -> str | None:
+    if value is None:
+        return None
+    root = operator_config.data_root()
+    if root is None:
+        raise ValueError(f"cannot be set: this service has no data root ({operator_config.DATA_ROOT_ENV} "
+                         "or the --data-root flag), so no file can be read")
+    try:
+        return str(operator_config.inside_root(root, value))
+    except ValueError as exc:
+        raise ValueError(f"{exc}: data_root may only name a folder inside the operator's data root "
+                         f"({operator_config.DATA_ROOT_ENV}); leave it out to use the root itself") from None
+
+
+def _text_or_none(path) -> str | None:
+    return None if path is None else str(path)
+
+
 def new_run_id() -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"run-{stamp}-{secrets.token_hex(3)}"
@@ -326,7 +428,8 @@ def new_run_id() -> str:
 
 class Budget(_Strict):
     max_trials: int = Field(10, ge=1, le=100_000)
-    population_size: int = Field(20, ge=1, le=10_000)
+    # None: derived from max_trials and the strategy (settings.derived_population_size).
+    population_size: int | None = Field(None, ge=1, le=10_000)
     max_time_seconds: float | None = Field(None, gt=0)
 
 
@@ -334,6 +437,181 @@ class GaParameters(_Strict):
     mutation_rate: float = Field(0.1, ge=0, le=1)
     crossover_rate: float = Field(0.7, ge=0, le=1)
     elite_size: int = Field(2, ge=0, le=10_000)
+    # Successive halving (strategy "halving"): keep the best 1/reduction_factor of each rung;
+    # min_epochs: the least epochs of a first rung (None: three rungs).
+    reduction_factor: int = Field(HalvingSettings.reduction_factor, ge=2, le=100)
+    min_epochs: int | None = Field(HalvingSettings.min_epochs, ge=1, le=10_000)
+
+
+class LocalExecutor(_Strict):
+    """Run the search in the calling process and thread (plain ``run_nas``'s default)."""
+
+    kind: Literal["local"]
+
+
+class ProcessExecutor(_Strict):
+    """Run the search in a child Python process (spawned; ``jobs.submit``'s default).
+
+    A child is reused for up to ``max_jobs_per_worker`` jobs, then replaced, which
+    gives back the memory Keras keeps per trained model.
+    """
+
+    kind: Literal["process"]
+    max_jobs_per_worker: int = Field(10, ge=1, le=100_000)
+
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*", re.IGNORECASE)
+_SIZE_FACTORS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+                 "t": 10**12, "tb": 10**12, "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20,
+                 "gi": 2**30, "gib": 2**30, "ti": 2**40, "tib": 2**40}
+MIN_WORKER_MEMORY = 10**6
+
+
+def _memory_bytes(value: Any) -> int | None:
+    """A memory size as Dask writes it ("4GB", "512MiB") or a number of bytes, as bytes."""
+    if value is None:
+        return None
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    elif match is not None:
+        size = int(float(match.group(1)) * _SIZE_FACTORS[(match.group(2) or "").lower()])
+    else:
+        raise ValueError(f"must be a memory size such as \"4GB\" or \"512MiB\", or a number of bytes, "
+                         f"got {short_repr(value)}")
+    if size < MIN_WORKER_MEMORY:
+        raise ValueError(f"must be at least 1MB (a worker holds TensorFlow: about 1GB), got {short_repr(value)}")
+    return size
+
+
+def _scheduler_address(value: str) -> str:
+    if not re.fullmatch(r"(tcp|tls|ucx|ws|wss)://[^\s/]+:\d{1,5}", value):
+        raise ValueError("must be a Dask scheduler address such as 'tcp://10.0.0.5:8786' "
+                         f"(what `dask scheduler` prints), got {short_repr(value)}")
+    return value
+
+
+class ProcessesExecutor(_Strict):
+    """Trials on worker processes of this machine: a Dask ``LocalCluster`` started for the
+    run (one thread per worker) and closed after it; the search loop stays in the caller.
+
+    ``workers`` None: one per visible GPU, else one per CPU core. A worker is restarted
+    after ``trials_per_worker`` trials, or when its memory after a task passes
+    ``memory_limit``; a trial whose worker died is tried again ``retries`` times.
+    ``timeout``: seconds allowed for the cluster to start (docs/scaling.md).
+    """
+
+    kind: Literal["processes"]
+    workers: int | None = Field(None, ge=1, le=256)
+    trials_per_worker: int | None = Field(20, ge=1, le=100_000)
+    memory_limit: Annotated[Any, AfterValidator(_memory_bytes)] = None  # bytes once checked
+    retries: int = Field(1, ge=0, le=10)
+    timeout: float = Field(60.0, gt=0, le=3600)
+
+
+class DaskExecutor(_Strict):
+    """Trials on the workers of a running Dask scheduler at ``address`` (nothing is started
+    or stopped); the search loop stays in the caller. ``workers``: how many workers must
+    have joined before the search starts, waiting up to ``timeout`` seconds (which also
+    bounds reaching the scheduler). Workers are restarted (``trials_per_worker``,
+    ``memory_limit``) only when asked: they may be shared.
+    """
+
+    kind: Literal["dask"]
+    address: Annotated[str, AfterValidator(_scheduler_address)] = Field(max_length=2048)
+    workers: int = Field(1, ge=1, le=100_000)
+    trials_per_worker: int | None = Field(None, ge=1, le=100_000)
+    memory_limit: Annotated[Any, AfterValidator(_memory_bytes)] = None  # bytes once checked
+    retries: int = Field(1, ge=0, le=10)
+    timeout: float = Field(30.0, gt=0, le=3600)
+
+
+# Where a search runs. One model per kind; a new kind is a new model here and a new
+# file in cerebros_service/jobs/executors/. "local" and "process" place the whole
+# search (job-level); "processes" and "dask" keep the loop in the caller and spread
+# its trials over Dask workers (SCALE_OUT_KINDS; jobs/executors/dask_trials.py).
+ExecutorOpts = Annotated[Union[LocalExecutor, ProcessExecutor, ProcessesExecutor, DaskExecutor],
+                         Field(discriminator="kind")]
+SCALE_OUT_KINDS = ("processes", "dask")
+
+
+def _within_fused_limit(value: int) -> int:
+    limit = operator_config.current_limits().max_fused_params
+    if value > limit:
+        raise ValueError(f"must be at most {limit:,}, this service's limit "
+                         f"({operator_config.limit_env_name('max_fused_params')}), got {value:,}")
+    return value
+
+
+class ExecutionOpts(_Strict):
+    """How candidates are trained (settings.ExecutionSettings; docs/search.md, "Execution")."""
+
+    mode: Literal["fused", "sequential"] = ExecutionSettings.mode
+    max_fused_candidates: int = Field(ExecutionSettings.max_fused_candidates, ge=1, le=4096)
+    # Never above the operator's CEREBROS_MAX_FUSED_PARAMS (the default follows it down).
+    max_fused_params: Annotated[int, AfterValidator(_within_fused_limit)] = Field(
+        default_factory=lambda: min(ExecutionSettings.max_fused_params,
+                                    operator_config.current_limits().max_fused_params), ge=1)
+    jit_compile: bool | Literal["auto"] = ExecutionSettings.jit_compile
+    steps_per_execution: int = Field(ExecutionSettings.steps_per_execution, ge=1, le=10_000)
+    compact: bool = ExecutionSettings.compact
+
+    def to_settings(self) -> ExecutionSettings:
+        return ExecutionSettings(**self.model_dump())
+
+
+def _execution(value: Any) -> Any:
+    # The short form: "fused" or "sequential" alone.
+    return {"mode": value} if isinstance(value, str) else value
+
+
+def _tracking_store_inside_root(uri: str | None) -> str | None:
+    """A local MLflow store (a folder, a file: or sqlite: URI) must lie under the artifacts
+    root, like every path a request names; it comes back absolute. Servers pass as given."""
+    if uri is None:
+        return None
+    from urllib.parse import unquote, urlparse
+
+    from ..operator_config import artifacts_root, inside_root
+
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file", "sqlite"):
+        return uri  # a tracking server (http, https, databricks, …)
+    if parsed.scheme == "sqlite" and not uri.startswith("sqlite:///"):
+        raise ValueError("must be sqlite:///<path> for an SQLite store")
+    path = uri[len("sqlite:///"):] if parsed.scheme == "sqlite" else (
+        unquote(parsed.path) if parsed.scheme == "file" else uri)
+    root = artifacts_root()
+    try:
+        real = inside_root(root, path)
+    except ValueError as exc:
+        raise ValueError(f"names a local MLflow store, which must lie under the artifacts root ({exc}); "
+                         "name it relative to the root, e.g. \"mlruns\"") from None
+    return f"sqlite:///{real}" if parsed.scheme == "sqlite" else real.as_uri()
+
+
+class MlflowTracking(_Strict):
+    """Log the search to MLflow (the ``mlflow`` extra): params, per-trial metrics, model, run folder."""
+
+    # None: MLflow's own default ($MLFLOW_TRACKING_URI). A local store is confined to the
+    # artifacts root (a relative path is relative to it); a server URL is used as given.
+    tracking_uri: Annotated[str | None, AfterValidator(_tracking_store_inside_root)] = Field(
+        None, min_length=1, max_length=2048)
+    experiment: str = Field("cerebros", min_length=1, max_length=256)
+
+
+class TrackingOpts(_Strict):
+    mlflow: MlflowTracking | None = None
+    # TensorBoard logs per trial under <run folder>/tensorboard/, written after the search.
+    tensorboard: bool = False
+
+
+class AfterRunOpts(_Strict):
+    """The steps after a successful search (docs/using-the-result.md), each bounded in time."""
+
+    onnx: bool = True  # best_model.onnx, verified against Keras (the ``onnx`` extra)
+    report: bool = True  # report.html and plots/*.png (the pictures need the ``plots`` extra)
+    timeout_s: float = Field(300.0, gt=0, le=3600)  # per step
 
 
 class Opts(_Strict):
@@ -341,14 +619,20 @@ class Opts(_Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1)
     budget: Budget = Budget()
     parameters: GaParameters = GaParameters()
-    artifacts_dir: str = Field(
-        default_factory=lambda: os.environ.get("CEREBROS_ARTIFACTS_DIR") or "./cerebros_runs",
-        min_length=1,
-    )
-    data_root: str = Field(
-        default_factory=lambda: os.environ.get("CEREBROS_DATA_ROOT") or os.getcwd(), min_length=1
-    )
+    # The roots are the operator's (operator_config.py). A request may leave these out
+    # (the usual case) or name the same artifacts root and a folder inside the data root;
+    # anything else is refused.
+    artifacts_dir: Annotated[str, AfterValidator(_is_artifacts_root)] = Field(
+        default_factory=lambda: str(operator_config.artifacts_root()), min_length=1)
+    data_root: Annotated[str | None, AfterValidator(_inside_data_root)] = Field(
+        default_factory=lambda: _text_or_none(operator_config.data_root()))
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    # After a successful search: tracking (MLflow, TensorBoard) and the other steps.
+    tracking: TrackingOpts = TrackingOpts()
+    after_run: AfterRunOpts = AfterRunOpts()
+    execution: Annotated[ExecutionOpts, BeforeValidator(_execution)] = Field(default_factory=ExecutionOpts)
+    # None: the entry point decides (run_nas: local; jobs.submit: process).
+    executor: ExecutorOpts | None = None
     # A Pythonx PID to send progress events to, and/or a Python callable; neither is data
     # to echo or record, so both are left out of dumps.
     notify: SkipValidation[Any] = Field(None, exclude=True)
@@ -359,7 +643,8 @@ class Opts(_Strict):
         # The default elite (2) shrinks to fit a tiny population; only an elite the
         # caller asked for is an error.
         asked = "elite_size" in self.parameters.model_fields_set
-        if asked and self.parameters.elite_size > self.budget.population_size:
+        population = self.budget.population_size
+        if asked and population is not None and self.parameters.elite_size > population:
             _problems([(
                 ("parameters", "elite_size"),
                 f"must not exceed budget.population_size ({self.budget.population_size}), "
@@ -371,42 +656,66 @@ class Opts(_Strict):
 # --------------------------------------------------------------------------- entry
 
 
-def check_part(root: Literal["spec", "opts"], value: Any) -> Spec | Opts:
-    """Validate one normalized side of a request; InputError lists every problem."""
+def check_part(root: Literal["spec", "opts"], value: Any, limit: int | None = None) -> Spec | Opts:
+    """Validate one normalized side of a request; InputError lists every problem
+    (the first ``limit`` of them, with ``total_details`` counting all)."""
     model = Spec if root == "spec" else Opts
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        details = describe_errors(exc, model, root)
-        raise InputError(summary_sentence(details), details) from None
+        details = describe_errors(exc, model, root, limit)
+        total = max(exc.error_count(), len(details))
+        raise InputError(summary_sentence(details, total), details, total_details=total) from None
 
 
 def check_request(spec: Any, opts: Any) -> tuple[Spec, Opts]:
     """Validate normalized spec and opts together; one InputError with the problems of both."""
     details: list[ErrorDetail] = []
+    total = 0
     checked: dict[str, Any] = {}
     for root, value in (("spec", spec), ("opts", {} if opts is None else opts)):
         try:
             checked[root] = check_part(root, value)
         except InputError as exc:
             details.extend(exc.details)
+            total += exc.total_details
     if details:
-        raise InputError(summary_sentence(details), details)
+        raise InputError(summary_sentence(details, total), details, total_details=total)
     return checked["spec"], checked["opts"]
 
 
 def build_settings(spec: Spec, opts: Opts, objective_key: str) -> SearchSettings:
+    halving = HalvingSettings(reduction_factor=opts.parameters.reduction_factor,
+                              min_epochs=opts.parameters.min_epochs)
+    population = opts.budget.population_size
+    if population is None:
+        population = derived_population_size(spec.strategy, opts.budget.max_trials, halving, spec.training.epochs)
     return SearchSettings(
         strategy=spec.strategy,
         seed=opts.seed,
         max_trials=opts.budget.max_trials,
-        population_size=opts.budget.population_size,
+        population_size=population,
         max_time_seconds=opts.budget.max_time_seconds,
         mutation_rate=opts.parameters.mutation_rate,
         crossover_rate=opts.parameters.crossover_rate,
-        elite_size=min(opts.parameters.elite_size, opts.budget.population_size),
+        elite_size=min(opts.parameters.elite_size, population),
         objective=objective_key,
         device=opts.device,
         space=spec.search_space.to_settings(),
         training=spec.training.to_settings(),
+        execution=opts.execution.to_settings(),
+        evaluation=spec.evaluation.to_settings(),
+        halving=halving,
     )
+
+
+def budget_warnings(spec: Spec, opts: Opts) -> list[ErrorDetail]:
+    """Requests that are valid but would not search as their strategy means to (validate and
+    run_nas report them in ``warnings``; nothing is refused)."""
+    warnings = []
+    population, trials = opts.budget.population_size, opts.budget.max_trials
+    if spec.strategy == "evolution" and population is not None and population >= trials:
+        warnings.append(ErrorDetail(("opts", "budget", "population_size"), (
+            f"is {population} with max_trials {trials}: every trial is in generation 0, so evolution "
+            f"is a random search; leave population_size out (it is then max_trials // 3) or raise max_trials")))
+    return warnings

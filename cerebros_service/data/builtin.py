@@ -55,6 +55,18 @@ _LOADERS: dict[str, Callable[[int], Dataset]] = {
 
 BUILTIN_DATASETS: tuple[str, ...] = tuple(_LOADERS)
 
+# (features, classes or None for regression) of each built-in, so a request can be
+# checked against limits without loading the data (a test keeps these true).
+BUILTIN_SHAPES: dict[str, tuple[int, int | None]] = {
+    "digits": (64, 10),
+    "breast_cancer": (30, 2),
+    "wine": (13, 3),
+    "iris": (4, 3),
+    "diabetes": (10, None),
+    "synthetic_classification": (SYNTHETIC_FEATURES, 2),
+    "synthetic_regression": (SYNTHETIC_FEATURES, None),
+}
+
 
 def load_builtin(name: str, *, seed: int = 0) -> Dataset:
     """Load a built-in dataset by name; ``seed`` drives the synthetic generators only."""
