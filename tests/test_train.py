@@ -116,6 +116,22 @@ def test_a_failing_trial_is_recorded_and_the_others_run(execution):
     assert sorted(seen, key=lambda r: r.trial) == records
 
 
+def test_a_candidate_over_the_operators_parameter_limit_is_never_built(monkeypatch):
+    from cerebros_service.search.build import count_params
+
+    data = _data("binary")
+    candidates = _candidates(data, 3)
+    sizes = [count_params(c.architecture, 1) for c in candidates]
+    monkeypatch.setenv("CEREBROS_MAX_CANDIDATE_PARAMS", str(sorted(sizes)[1]))
+    records = train_population(candidates, data, tiny_training(), "val_accuracy", "max", execution=FUSED)
+    for record, size in zip(records, sizes):
+        if size > sorted(sizes)[1]:
+            assert record.status == "failed" and "max_candidate_params" in record.error
+            assert record.epochs_run == 0
+        else:
+            assert record.status == "completed"
+
+
 @pytest.mark.parametrize("execution", MODES)
 def test_a_diverging_candidate_fails_alone(execution):
     data = _data("regression")

@@ -33,10 +33,12 @@ def plan_chunks(candidates: list[Candidate], data: TrainingData, training: Train
 
     On a GPU a chunk also fits in half of the free accelerator memory.
     """
+    from ..operator_config import limit_or_default
     from .device import free_accelerator_bytes
 
     free = free_accelerator_bytes()
-    max_params = execution.max_fused_params
+    # the operator's cap binds callers that skip the boundary too
+    max_params = min(execution.max_fused_params, limit_or_default("max_fused_params"))
     if free is not None:
         max_params = min(max_params, free // 2 // BYTES_PER_PADDED_PARAM)
     chunks: list[list[Candidate]] = []

@@ -145,8 +145,10 @@ def train_population(
     if execution.mode == "fused" and len(candidates) > 1:
         from .fused_train import plan_chunks, train_chunk
 
-        sequential = [c for c in candidates if not _valid(c.architecture)]  # they fail there, alone
-        candidates = [c for c in candidates if _valid(c.architecture)]
+        # broken or oversized ones go to the sequential path, which fails them alone
+        alone = {c.trial for c in candidates if not _valid(c.architecture) or _too_large(c)}
+        sequential = [c for c in candidates if c.trial in alone]
+        candidates = [c for c in candidates if c.trial not in alone]
         for chunk_index, chunk in enumerate(plan_chunks(candidates, data, training, execution)):
             if stop.reason() is not None:
                 break
@@ -170,6 +172,17 @@ def _valid(arch: dict) -> bool:
         return True
     except (ValueError, TypeError, KeyError, IndexError):
         return False
+
+
+def _too_large(candidate: Candidate) -> str | None:
+    """Why a candidate must not be built at all: more parameters than the operator allows."""
+    from ..operator_config import limit_or_default
+
+    params, limit = _params(candidate), limit_or_default("max_candidate_params")
+    if params is not None and params > limit:
+        return (f"the architecture has {params:,} parameters, more than the operator's limit "
+                f"max_candidate_params ({limit:,})")
+    return None
 
 
 def _without_weights(record: TrialRecord) -> TrialRecord:
@@ -239,6 +252,9 @@ def train_one(
     started = time.monotonic()
     tracker = EpochTracker(metric, direction, training.patience, started)
     arch = candidate.architecture
+    refusal = _too_large(candidate)
+    if refusal is not None:
+        return failed_record(candidate, metric, started, tracker, refusal)
     try:
         keras.backend.clear_session()
         weights = candidate.initial_weights or initial_weights(arch, data.output_units, candidate.seed)
