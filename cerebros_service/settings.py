@@ -71,6 +71,16 @@ def is_better(value: float | None, reference: float | None, direction: Direction
     return value > reference if direction == "max" else value < reference
 
 
+def outranks(value: float | None, trial: int, reference: float | None, reference_trial: int | None,
+             direction: Direction) -> bool:
+    """Whether trial ``trial`` scoring ``value`` takes the lead from ``reference_trial``: it is
+    better, or as good and earlier, so the best trial never depends on arrival order."""
+    if is_better(value, reference, direction):
+        return True
+    return (value is not None and value == reference and reference_trial is not None
+            and trial < reference_trial)
+
+
 def ranking_key(value: float, direction: Direction) -> float:
     """Sort key that puts better finite values first (ascending sort)."""
     return -value if direction == "max" else value
@@ -265,7 +275,9 @@ class SearchSettings:
 
 # A derived population never exceeds this: a search bounded by time (max_trials large)
 # still gets several generations, and a fused chunk stays a size a CPU trains briskly.
-MAX_DERIVED_POPULATION = 20
+MAX_DERIVED_POPULATION = 10
+# Successive halving's first rung may be twice that: its candidates train only a few epochs.
+MAX_DERIVED_FIRST_RUNG = 2 * MAX_DERIVED_POPULATION
 MIN_GENERATIONS = 3  # what a derived evolution population leaves room for
 
 
@@ -285,7 +297,7 @@ def derived_population_size(strategy: str, max_trials: int, halving: HalvingSett
         halving = halving or HalvingSettings()
         rungs = len(rung_epochs(epochs, halving))
         size = 1
-        for candidate in range(1, MAX_DERIVED_POPULATION + 1):
+        for candidate in range(1, MAX_DERIVED_FIRST_RUNG + 1):
             if bracket_trials(candidate, rungs, halving.reduction_factor) <= max_trials:
                 size = candidate
         return size

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..settings import Direction, ExecutionSettings, Task, TrainSettings, is_better
+from ..settings import Direction, ExecutionSettings, Task, TrainSettings, outranks
 from .build import build_model, count_params, initial_weights
 from .device import compute_precision
 from .records import Candidate, TrialRecord
@@ -131,39 +131,71 @@ def train_population(
     soon as its trial (or its fused chunk) ends. No candidate starts once ``stop``
     says so; running ones end at the next batch, keeping their best epoch.
     """
-    saver = _Saver(data, training, direction, save_dir, save_threshold)
+    saver = ModelSaver(data, training, direction, save_dir, save_threshold)
     records: list[TrialRecord] = []
+    for unit in plan_work(candidates, data, training, execution):
+        for record in train_unit(unit, data, training, metric, direction, execution=execution,
+                                 data_seed=data_seed, stop=stop):
+            record = saver.offer(record)
+            if not keep_weights and record.weights is not None:
+                record = _without_weights(record)
+            records.append(record)
+            if on_record is not None:
+                on_record(record)
+    return sorted(records, key=lambda r: r.trial)
 
-    def finished(record: TrialRecord) -> None:
-        record = saver.offer(record)
-        if not keep_weights and record.weights is not None:
-            record = _without_weights(record)
-        records.append(record)
-        if on_record is not None:
-            on_record(record)
 
-    if execution.mode == "fused" and len(candidates) > 1:
-        from .fused_train import plan_chunks, train_chunk
+@dataclass(frozen=True)
+class WorkUnit:
+    """What trains at once: a fused chunk (``chunk_index`` set) or candidates one after another."""
 
-        # broken or oversized ones go to the sequential path, which fails them alone
-        alone = {c.trial for c in candidates if not _valid(c.architecture) or _too_large(c)}
-        sequential = [c for c in candidates if c.trial in alone]
-        candidates = [c for c in candidates if c.trial not in alone]
-        for chunk_index, chunk in enumerate(plan_chunks(candidates, data, training, execution)):
-            if stop.reason() is not None:
-                break
-            if len(chunk) == 1:
-                sequential.extend(chunk)
-                continue
-            for record in train_chunk(chunk, data, training, metric, direction, execution=execution,
-                                      data_seed=data_seed, stop=stop, chunk_index=chunk_index):
-                finished(record)
-        candidates = sorted(sequential, key=lambda c: c.trial)
-    for candidate in candidates:
+    candidates: tuple[Candidate, ...]
+    chunk_index: int | None = None
+
+    @property
+    def trials(self) -> list[int]:
+        return [c.trial for c in self.candidates]
+
+
+def plan_work(candidates: list[Candidate], data: TrainingData, training: TrainSettings,
+              execution: ExecutionSettings) -> list[WorkUnit]:
+    """The units ``train_population`` trains, in order: in fused mode its chunks, then every
+    candidate that trains alone (broken or oversized ones, which fail there, and chunks
+    of one) in trial order. Executors that spread units over workers plan with this too,
+    so a distributed run trains exactly what a local one would."""
+    if execution.mode != "fused" or len(candidates) <= 1:
+        return [WorkUnit((c,)) for c in candidates]
+    from .fused_train import plan_chunks
+
+    alone = {c.trial for c in candidates if not _valid(c.architecture) or _too_large(c)}
+    sequential = [c for c in candidates if c.trial in alone]
+    units = []
+    for index, chunk in enumerate(plan_chunks([c for c in candidates if c.trial not in alone], data, training,
+                                              execution)):
+        if len(chunk) == 1:
+            sequential.extend(chunk)
+        else:
+            units.append(WorkUnit(tuple(chunk), index))
+    return units + [WorkUnit((c,)) for c in sorted(sequential, key=lambda c: c.trial)]
+
+
+def train_unit(unit: WorkUnit, data: TrainingData, training: TrainSettings, metric: str, direction: Direction,
+               *, execution: ExecutionSettings, data_seed: int, stop: StopCheck) -> list[TrialRecord]:
+    """Train one unit (a top-level function over plain data: what a worker runs). Nothing
+    starts once ``stop`` says so."""
+    if stop.reason() is not None:
+        return []
+    if unit.chunk_index is not None:
+        from .fused_train import train_chunk
+
+        return train_chunk(list(unit.candidates), data, training, metric, direction, execution=execution,
+                           data_seed=data_seed, stop=stop, chunk_index=unit.chunk_index)
+    records = []
+    for candidate in unit.candidates:
         if stop.reason() is not None:
             break
-        finished(train_one(candidate, data, training, metric, direction, data_seed=data_seed, stop=stop))
-    return sorted(records, key=lambda r: r.trial)
+        records.append(train_one(candidate, data, training, metric, direction, data_seed=data_seed, stop=stop))
+    return records
 
 
 def _valid(arch: dict) -> bool:
@@ -191,18 +223,19 @@ def _without_weights(record: TrialRecord) -> TrialRecord:
     return replace(record, weights=None)
 
 
-class _Saver:
-    """Saves a record's model when it beats everything seen so far in this call (and the threshold)."""
+class ModelSaver:
+    """Saves a record's model when it leads everything offered so far in this call and beats
+    the threshold (the run's best from earlier calls, whose trials all came before)."""
 
     def __init__(self, data, training, direction, save_dir, threshold):
         self.data, self.training, self.direction = data, training, direction
-        self.save_dir, self.threshold = save_dir, threshold
+        self.save_dir, self.threshold, self.leader = save_dir, threshold, -1
 
     def offer(self, record: TrialRecord) -> TrialRecord:
         from dataclasses import replace
 
         if (self.save_dir is None or record.status != "completed" or record.weights is None
-                or not is_better(record.value, self.threshold, self.direction)):
+                or not outranks(record.value, record.trial, self.threshold, self.leader, self.direction)):
             return record
         path = os.path.join(self.save_dir, f"trial-{record.trial:04d}.keras")
         try:
@@ -210,7 +243,7 @@ class _Saver:
         except Exception as exc:  # a model we cannot save still has a valid result, but no file
             return replace(record, status="failed", value=None,
                            error=f"saving the model failed: {describe(exc)}")
-        self.threshold = record.value
+        self.threshold, self.leader = record.value, record.trial
         return replace(record, model_path=path)
 
 
