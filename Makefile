@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test test-python test-elixir bench clean
+.PHONY: demo test test-python test-elixir test-pythonx bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m cerebros_service.demo
 
-test: test-python test-elixir
+test: test-python test-elixir test-pythonx
 
 test-python: $(VENV)/.installed-test
 	$(PY) -m pytest
@@ -30,7 +30,18 @@ test-python: $(VENV)/.installed-test
 # Elixir comes from Debian (hex.pm is not needed: the bridge has no hex dependency at test time).
 test-elixir: $(VENV)/.installed-test
 	@command -v mix >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq elixir; }
-	CEREBROS_PYTHON=$(abspath $(PY)) MIX_ENV=test mix test
+	env -u PYTHONX_LAB CEREBROS_PYTHON=$(abspath $(PY)) MIX_ENV=test mix test
+
+# The bridge against real Pythonx (Elixir 1.18 + Pythonx built from source by
+# shared/pythonx-lab/build.sh). Needs PYTHONX_LAB (the lab folder) and PYX_PYTHON_HOME
+# (the CPython 3.11 home with lib/libpython3.11.so that made .venv); skipped without.
+test-pythonx: $(VENV)/.installed-test
+	@if [ -z "$$PYTHONX_LAB" ]; then \
+	  echo "test-pythonx: skipped: PYTHONX_LAB is not set (build real Pythonx with shared/pythonx-lab/build.sh, then export PYTHONX_LAB and PYX_PYTHON_HOME)"; \
+	else \
+	  PATH="$$PYTHONX_LAB/elixir-src/bin:$$PATH" MIX_HOME="$$PYTHONX_LAB/mix_home" HEX_HOME="$$PYTHONX_LAB/hex_home" HEX_OFFLINE=1 \
+	    CEREBROS_PYTHON=$(abspath $(PY)) MIX_ENV=test mix test --only pythonx_real; \
+	fi
 
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/trial_time.py

@@ -10,6 +10,8 @@ defmodule CerebrosBridge.MixProject do
       elixir: "~> 1.14",
       elixirc_paths: elixirc_paths(Mix.env()),
       test_paths: ["elixir_bridge/test"],
+      # Real Pythonx (make test-pythonx) builds with the lab's Elixir in a folder of its own.
+      build_path: if(lab(), do: "_build/pythonx_lab", else: "_build"),
       start_permanent: Mix.env() == :prod,
       deps: deps(),
       description:
@@ -43,16 +45,33 @@ defmodule CerebrosBridge.MixProject do
   #
   # CEREBROS_BRIDGE_HEX_DEPS=0 drops them even with Hex installed (e.g. Hex is
   # installed but hex.pm is unreachable and nothing was fetched); =1 forces them.
+  #
+  # PYTHONX_LAB (the folder shared/pythonx-lab/build.sh made) puts real Pythonx and its
+  # build dependencies in from source, for the :pythonx_real suite (make test-pythonx).
   defp deps do
-    if hex_deps?() do
-      [
-        {:pythonx, "~> 0.4", optional: true},
-        {:telemetry, "~> 1.0", optional: true}
-      ]
-    else
-      []
+    cond do
+      lab = lab() ->
+        for {name, runtime} <- [
+              pythonx: true,
+              fine: false,
+              elixir_make: false,
+              cc_precompiler: false
+            ],
+            do:
+              {name, path: Path.join(lab, Atom.to_string(name)), override: true, runtime: runtime}
+
+      hex_deps?() ->
+        [
+          {:pythonx, "~> 0.4", optional: true},
+          {:telemetry, "~> 1.0", optional: true}
+        ]
+
+      true ->
+        []
     end
   end
+
+  defp lab, do: System.get_env("PYTHONX_LAB")
 
   defp hex_deps? do
     case System.get_env("CEREBROS_BRIDGE_HEX_DEPS") do

@@ -41,7 +41,8 @@ def confined_run_path(root: str | os.PathLike, name: str) -> Path:
     return candidate
 
 ARTIFACT_NAMES = ("best_model.keras", "best_architecture.json", "trials.jsonl",
-                  "population_history.json", "run.json")
+                  "population_history.json", "run.json",
+                  "refit_model.keras")  # only with spec.evaluation.refit (run.py)
 
 
 def _check_folder_name(name: str) -> None:

@@ -163,10 +163,14 @@ def build_parser() -> _Parser:
 
     serve = commands.add_parser(
         "serve", help="long-lived worker: one JSON request per line in, JSON lines out",
-        description="Read one request per line: {\"id\": any, \"op\": \"run\"|\"validate\"|\"ping\", "
-                    "\"spec\": …, \"opts\": …, \"events\": bool}. Answer zero or more "
-                    "{\"id\", \"event\"} lines then one {\"id\", \"result\"} line per request. "
-                    "TensorFlow stays loaded between runs. EOF on stdin ends the worker (exit 0).",
+        description="Read one request per line: {\"id\": any, \"op\": …, …} and answer one "
+                    "{\"id\", \"result\"} line per request. Jobs: op submit (spec, opts, events) "
+                    "answers {\"job_id\", \"status\": \"queued\"} at once, then the job sends "
+                    "{\"id\", \"job_id\", \"event\"} lines and one {\"id\", \"job_id\", \"done\"} line; "
+                    "ops status, cancel, result, jobs, register_dataset, unregister_dataset, "
+                    "list_datasets, validate, ping answer at once (docs/architecture.md). Op run is "
+                    "the older synchronous search in this process. EOF on stdin cancels running jobs "
+                    "and ends the worker (exit 0).",
     )
     serve.add_argument("--preload", action="store_true",
                        help="import the search engine (and TensorFlow) before reading requests")

@@ -40,13 +40,29 @@ def pythonx_sender(pid: Any) -> Listener:
                 log.warning("opts.notify was given but this is not a Pythonx interpreter; "
                             "events are not sent")
         if state["module"] is not None:
-            # Pythonx (0.4.x) wraps the object it is handed in a resource that releases
-            # one reference when Elixir drops the message, but never takes one: without
-            # this, the event could be freed while the message is still in flight.
-            ctypes.pythonapi.Py_IncRef(ctypes.py_object(event))
-            state["module"].send_tagged_object(pid, EVENT_TAG, event)
+            _send_tagged(state["module"], pid, EVENT_TAG, event)
 
     return send
+
+
+def _send_tagged(pythonx: Any, pid: Any, tag: str, obj: Any) -> None:
+    # Pythonx (0.4.x) wraps the object it is handed in a resource that releases
+    # one reference when Elixir drops the message, but never takes one: without
+    # this, the object could be freed while the message is still in flight.
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+    pythonx.send_tagged_object(pid, tag, obj)
+
+
+def send_to_pythonx_pid(pid: Any, tag: str, obj: Any) -> None:
+    """Send ``{tag, %Pythonx.Object{obj}}`` to an Elixir pid; raises outside Pythonx.
+
+    From a thread other than an eval's, Pythonx finds the message's context only
+    when the thread's first function was defined by a Pythonx eval (the job
+    runner's ``thread_entry``); otherwise ``send_tagged_object`` raises StopIteration.
+    """
+    import pythonx  # type: ignore[import-not-found]
+
+    _send_tagged(pythonx, pid, tag, obj)
 
 
 def make_event_sink(run_id: str, on_event: Listener | None = None, notify: Any = None) -> Listener | None:

@@ -36,7 +36,8 @@ from ..data.dataset import TaskRequest
 from .. import operator_config
 from ..errors import ErrorDetail, InputError
 from ..settings import (KNOWN_ACTIVATIONS, EvaluationSettings, ExecutionSettings, HalvingSettings, SearchSettings,
-                        SpaceSettings, TrainSettings, derived_population_size, resolve_metric)
+                        SpaceSettings, TrainSettings, bracket_trials, derived_population_size, resolve_metric,
+                        rung_epochs)
 from .errors_text import describe_errors, short_repr, summary_sentence
 
 # Activation names the trainer accepts for hidden units, from the search space itself
@@ -718,4 +719,14 @@ def budget_warnings(spec: Spec, opts: Opts) -> list[ErrorDetail]:
         warnings.append(ErrorDetail(("opts", "budget", "population_size"), (
             f"is {population} with max_trials {trials}: every trial is in generation 0, so evolution "
             f"is a random search; leave population_size out (it is then max_trials // 3) or raise max_trials")))
+    if spec.strategy == "halving" and population is not None:
+        halving = HalvingSettings(reduction_factor=opts.parameters.reduction_factor,
+                                  min_epochs=opts.parameters.min_epochs)
+        rungs = len(rung_epochs(spec.training.epochs, halving))
+        needed = bracket_trials(population, rungs, halving.reduction_factor)
+        if rungs > 1 and needed > trials:
+            warnings.append(ErrorDetail(("opts", "budget", "population_size"), (
+                f"is {population}: its bracket of {rungs} rungs needs {needed} trials but max_trials is "
+                f"{trials}, so no candidate reaches the full {spec.training.epochs} epochs; leave "
+                f"population_size out (it is then derived to fit) or raise max_trials")))
     return warnings

@@ -20,6 +20,7 @@ input: an exception would reach Elixir as an opaque error.
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 from typing import Any
@@ -48,15 +49,21 @@ def _builtin_names() -> tuple[str, ...]:
     return BUILTIN_DATASETS
 
 
-def register_dataset(name: Any, x: Any, y: Any, task: Any = "auto", *, replace: bool = False) -> dict:
+def register_dataset(name: Any, x: Any, y: Any, task: Any = "auto", *, replace: bool = False,
+                     own_files: bool = False) -> dict:
     """Hold ``x``/``y`` under ``name``; returns ``{"status": "registered", …}`` or a failed dict.
 
     numpy arrays are kept without copying; lists (e.g. from Elixir) are converted once.
     A built-in dataset's name cannot be taken, and a registered name is only
     replaced when ``replace=True``: a name never silently means other data.
+    ``own_files=True`` hands the ``{"npy": path}`` files over: they are deleted with
+    the dataset, or at once when their data was copied or refused (the subprocess
+    bridge writes them for this).
     """
     from ..boundary.results import failure_result  # results imports numpy/orjson only
+    from ..jobs.shared_arrays import adopt, remove
 
+    handed_over = [path for path in map(_npy_path, (x, y)) if path] if own_files else []
     try:
         name, task = normalize(name, root="name"), normalize(task, root="task")
         _check_name(name)
@@ -66,7 +73,7 @@ def register_dataset(name: Any, x: Any, y: Any, task: Any = "auto", *, replace: 
         loaded = {"x": _as_array(x, "x"), "y": _as_array(y, "y")}
         dataset = make_dataset(name, loaded["x"], loaded["y"], task=task)
         # An .npy memory map that make_dataset kept as it is can be shared as its file.
-        files = {key: array.filename for key, array in loaded.items()
+        files = {key: os.path.realpath(array.filename) for key, array in loaded.items()
                  if isinstance(array, np.memmap) and array is getattr(dataset, key) and array.filename}
         with _lock:
             replaced = name in _datasets
@@ -79,14 +86,27 @@ def register_dataset(name: Any, x: Any, y: Any, task: Any = "auto", *, replace: 
             _datasets[name] = dataset
             _npy_files[name] = files
             stale = _shared.pop(name, None)
+            _shared[name] = {key: adopt(path) for key, path in files.items() if path in handed_over}
         _release(stale)
+        handed_over = [path for path in handed_over if path not in files.values()]
     except ServiceError as exc:
         return failure_result(exc, None)
     except Exception as exc:  # noqa: BLE001 - a caller across Pythonx must get a dict back
         from ..boundary.safe_text import safe_str, type_name  # str(exc) itself may raise
 
         return failure_result(DatasetError(f"cannot register dataset: {type_name(exc)}: {safe_str(exc)}"), None)
+    finally:
+        for path in handed_over:  # files whose data is not used as it is (copied, or refused)
+            remove(path)
     return {"status": "registered", "replaced": replaced, **_describe(dataset)}
+
+
+def _npy_path(value: Any) -> str | None:
+    if isinstance(value, dict) and len(value) == 1:
+        ((key, path),) = value.items()
+        if key in ("npy", b"npy") and isinstance(path, (str, bytes)):
+            return os.path.realpath(normalize(path, root="npy"))
+    return None
 
 
 def _check_name(name: Any) -> None:
@@ -186,10 +206,11 @@ def shared_descriptor(name: str) -> dict | None:
         dataset = _datasets.get(name)
         if dataset is None:
             return None
-        shared = _shared.get(name)
-        if shared is None:
-            files = _npy_files.get(name, {})
-            shared = _shared[name] = {key: share(getattr(dataset, key), files.get(key)) for key in ("x", "y")}
+        shared = _shared.setdefault(name, {})
+        files = _npy_files.get(name, {})
+        for key in ("x", "y"):
+            if key not in shared:  # shared once, at the first job in another process
+                shared[key] = share(getattr(dataset, key), files.get(key))
     labels = None if dataset.class_labels is None else list(np.asarray(dataset.class_labels).tolist())
     return {
         "name": dataset.name, "task": dataset.task, "class_labels": labels,

@@ -1,37 +1,30 @@
 defmodule CerebrosBridge.Error do
   @moduledoc """
-  The error returned (never raised) by `CerebrosBridge.run_nas/2` and
-  `CerebrosBridge.validate/2`.
+  The error returned (never raised) by the `CerebrosBridge` functions.
 
   `type` says what kind of failure it is:
 
-    * a failure reported by the service, from the result's `error_type`:
-      `:validation_error`, `:dataset_error`, `:search_failed`,
-      `:internal_error` (an unknown `error_type` stays a string);
-      `details` is the result's `error_details`, a list of maps with
-      `"loc"` (the path to the offending value) and `"message"`;
-    * a failure of the bridge itself: `:timeout`, `:worker_crashed` (the
-      Python process exited without answering), `:python_error` (a Python
-      exception reached Pythonx), `:invalid_result` (an answer that could not
-      be decoded, e.g. a NaN through Pythonx, or that is not a result),
-      `:unavailable` (the chosen invoker cannot run here); `details` is a
-      map with what is known, e.g. `"exit_status"` and `"stderr_tail"`.
+    * reported by the service, from a failed result's `error_type`:
+      `:validation_error`, `:dataset_error`, `:search_failed`, `:internal_error`,
+      `:worker_crashed` (the worker process running the search died),
+      `:queue_full` (an unknown `error_type` stays a string); `details` is the
+      result's `error_details`, a list of maps with `"loc"` (the path to the
+      offending value) and `"message"`;
+    * of the bridge itself: `:timeout` (the job was cancelled), `:worker_crashed`
+      (the `serve` process exited), `:python_error` (a Python exception reached
+      Pythonx), `:invalid_result` (an answer that could not be decoded),
+      `:not_running` (the job has already ended), `:unavailable` (the invoker
+      cannot run here); `details` is a map with what is known.
   """
 
   defexception [:type, :message, details: []]
 
-  @type t :: %__MODULE__{
-          type: atom() | String.t(),
-          message: String.t(),
-          details: [map()] | map()
-        }
+  @type t :: %__MODULE__{type: atom() | String.t(), message: String.t(), details: [map()] | map()}
 
-  @service_types %{
-    "validation_error" => :validation_error,
-    "dataset_error" => :dataset_error,
-    "search_failed" => :search_failed,
-    "internal_error" => :internal_error
-  }
+  @service_types Map.new(
+                   ~w(validation_error dataset_error search_failed internal_error worker_crashed queue_full)a,
+                   &{Atom.to_string(&1), &1}
+                 )
 
   @doc false
   @spec new(atom() | String.t(), String.t(), [map()] | map()) :: t()

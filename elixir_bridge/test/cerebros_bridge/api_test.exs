@@ -7,8 +7,16 @@ defmodule CerebrosBridge.APITest do
 
   setup do
     Double.start()
-    CerebrosBridge.Invoker.Pythonx.reset()
+    CerebrosBridge.Pythonx.reset()
     :ok
+  end
+
+  defp submitted_opts do
+    [{_, %{"request" => {:bytes, json}}}] =
+      Enum.filter(Double.calls(), fn {code, _} -> code == "call(request, notify)" end)
+
+    {:ok, %{"op" => "submit", "opts" => opts}} = CerebrosBridge.JSON.decode(json)
+    opts
   end
 
   test "bridge options are checked; a typo or a bad value fails loudly" do
@@ -18,8 +26,8 @@ defmodule CerebrosBridge.APITest do
       CerebrosBridge.run_nas(%{}, timeout_ms: -1)
     end
 
-    assert_raise ArgumentError, ~r/pool_size/, fn ->
-      CerebrosBridge.validate(%{}, pool_size: 0)
+    assert_raise ArgumentError, ~r/max_concurrent_jobs/, fn ->
+      CerebrosBridge.validate(%{}, max_concurrent_jobs: 0)
     end
 
     assert_raise ArgumentError, ~r/notify/, fn -> CerebrosBridge.validate(%{}, notify: :me) end
@@ -29,21 +37,46 @@ defmodule CerebrosBridge.APITest do
     end
 
     assert_raise ArgumentError, ~r/unknown keys/, fn -> CerebrosBridge.ping(budget: %{}) end
+
+    assert_raise ArgumentError, ~r/dtype/, fn ->
+      CerebrosBridge.register_dataset("d", {<<0>>, :q8, {1}}, [1])
+    end
+
     assert_raise FunctionClauseError, fn -> CerebrosBridge.run_nas([dataset_id: "iris"], []) end
+  end
+
+  test "options as a map: string keys are Python's opts, atom bridge keys still the bridge's" do
+    assert {:ok, %{"status" => "success"}} =
+             CerebrosBridge.run_nas(%{"dataset_id" => "iris"}, %{
+               "budget" => %{"max_trials" => 1},
+               "seed" => 3,
+               timeout_ms: 5_000
+             })
+
+    assert submitted_opts() == %{"budget" => %{"max_trials" => 1}, "seed" => 3}
+  end
+
+  test "keyword options: the bridge's are taken out, the rest reach Python with string keys" do
+    assert {:ok, _} =
+             CerebrosBridge.run_nas(%{dataset_id: "iris"},
+               run_id: "r1",
+               timeout_ms: 5_000,
+               notify: self()
+             )
+
+    assert submitted_opts() == %{"run_id" => "r1"}
   end
 
   test "per-call options override the application config" do
     Application.put_env(:cerebros_bridge, :timeout_ms, 1234)
-    Application.put_env(:cerebros_bridge, :pool_size, 3)
+    Application.put_env(:cerebros_bridge, :max_concurrent_jobs, 3)
 
     try do
-      config = CerebrosBridge.Config.resolve(pool_size: 1)
-      assert config.timeout_ms == 1234
-      assert config.pool_size == 1
-      assert config.invoker == :auto
+      config = CerebrosBridge.Config.resolve(max_concurrent_jobs: 2)
+      assert {config.timeout_ms, config.max_concurrent_jobs, config.invoker} == {1234, 2, :auto}
     after
       Application.delete_env(:cerebros_bridge, :timeout_ms)
-      Application.delete_env(:cerebros_bridge, :pool_size)
+      Application.delete_env(:cerebros_bridge, :max_concurrent_jobs)
     end
   end
 
@@ -88,13 +121,13 @@ defmodule CerebrosBridge.APITest do
                        %{run_id: "double-run"}}
 
       assert {:error, %Error{}} =
-               CerebrosBridge.run_nas(%{dataset_id: "failed"}, invoker: :pythonx)
+               CerebrosBridge.run_nas(%{dataset_id: "invalid"}, invoker: :pythonx)
 
       assert_received {:telemetry, [:cerebros, :bridge, :pythonx, :stop], _,
                        %{status: :error, error_type: :validation_error}}
 
       assert_raise ArgumentError, fn ->
-        CerebrosBridge.run_nas(%{dataset_id: "iris", f: fn -> 1 end}, invoker: :pythonx)
+        CerebrosBridge.validate(%{dataset_id: "iris", f: fn -> 1 end}, invoker: :pythonx)
       end
 
       assert_received {:telemetry, [:cerebros, :bridge, :pythonx, :exception], %{duration: _},
@@ -114,6 +147,7 @@ defmodule CerebrosBridge.APITest do
 
     assert %Error{type: :dataset_error, details: []} = error
     assert Exception.message(error) == "dataset_error: unknown dataset 'x'"
+    assert %Error{type: :worker_crashed} = Error.from_result(%{"error_type" => "worker_crashed"})
     assert %Error{type: "new_kind"} = Error.from_result(%{"error_type" => "new_kind"})
   end
 end

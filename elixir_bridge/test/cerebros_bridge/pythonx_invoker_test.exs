@@ -1,64 +1,56 @@
 defmodule CerebrosBridge.PythonxInvokerTest do
-  # The Pythonx invoker against the double (test/support/pythonx_double.ex):
-  # the protocol on the Elixir side, not Python's behaviour.
+  # The Pythonx invoker and the job lifecycle against the double
+  # (test/support/pythonx_double.ex): the protocol on the Elixir side.
   use ExUnit.Case, async: false
 
   @moduletag :capture_log
 
   alias CerebrosBridge.Error
-  alias CerebrosBridge.Invoker.Pythonx, as: Invoker
   alias CerebrosBridge.Test.PythonxDouble, as: Double
   alias CerebrosBridge.Test.PythonxDouble.Object
 
-  @run "cerebros_service.run_nas(spec, opts)"
-
   setup do
     Double.start()
-    Invoker.reset()
+    CerebrosBridge.Pythonx.reset()
     :ok
   end
 
-  defp service_calls,
-    do: Enum.reject(Double.calls(), fn {code, _} -> code =~ "import" or code == "None" end)
+  defp protocol_calls,
+    do: Enum.filter(Double.calls(), fn {code, _} -> code == "call(request, notify)" end)
 
-  test "imports the package once and passes the module, spec and opts through globals on every call" do
-    for n <- 1..5 do
+  # Requests cross as JSON text (one bytes object).
+  defp request_of({_code, %{"request" => {:bytes, json}}}),
+    do: elem(CerebrosBridge.JSON.decode(json), 1)
+
+  test "imports once, then passes the entry point, the request and the notify pid through globals" do
+    for n <- 1..3 do
       assert {:ok, %{"status" => "success", "run_id" => "double-run"}} =
                CerebrosBridge.run_nas(%{dataset_id: "iris", training: %{epochs: n}},
                  invoker: :pythonx,
                  python_path: "/opt/somewhere",
-                 budget: %{max_trials: 1},
-                 run_id: "r#{n}"
+                 max_concurrent_jobs: 2
                )
     end
 
     assert Double.imports() == 1
-    [{import_code, import_globals} | _] = Double.calls()
-    assert import_code =~ "sys.path"
-    assert import_globals == %{"paths" => {:list, [{:bytes, "/opt/somewhere"}]}}
+    [{init_code, init_globals} | _] = Double.calls()
+    assert init_code =~ "sys.path" and init_code =~ "thread_entry"
 
-    calls = service_calls()
-    assert length(calls) == 5
+    assert init_globals == %{
+             "paths" => {:list, [{:bytes, "/opt/somewhere"}]},
+             "max_concurrent_jobs" => 2
+           }
 
-    for {{code, globals}, n} <- Enum.with_index(calls, 1) do
-      assert code == @run
-      assert globals["cerebros_service"] == %Object{value: :cerebros_service_module}
+    calls = protocol_calls()
+    assert length(calls) == 3
 
-      # Keys are strings (atoms were turned into strings before Pythonx saw
-      # them); strings arrive as bytes, as real Pythonx passes them.
-      assert {:dict, spec} = globals["spec"]
-
-      assert Enum.sort(spec) == [
-               {{:bytes, "dataset_id"}, {:bytes, "iris"}},
-               {{:bytes, "training"}, {:dict, [{{:bytes, "epochs"}, n}]}}
-             ]
-
-      assert {:dict, opts} = globals["opts"]
-
-      assert Enum.sort(opts) == [
-               {{:bytes, "budget"}, {:dict, [{{:bytes, "max_trials"}, 1}]}},
-               {{:bytes, "run_id"}, {:bytes, "r#{n}"}}
-             ]
+    for {{_code, globals} = call, n} <- Enum.with_index(calls, 1) do
+      assert globals["call"] == %Object{value: :protocol_call}
+      # The job's messages go to the bridge's job process, not to the caller.
+      assert {:pid, job_process} = globals["notify"]
+      assert job_process != self()
+      assert %{"op" => "submit", "spec" => spec, "events" => false} = request_of(call)
+      assert spec == %{"dataset_id" => "iris", "training" => %{"epochs" => n}}
     end
   end
 
@@ -73,75 +65,111 @@ defmodule CerebrosBridge.PythonxInvokerTest do
 
     assert Enum.all?(results, &match?({:ok, %{"status" => "valid"}}, &1))
     assert Double.imports() == 1
-    assert length(service_calls()) == 20
-
-    assert Enum.all?(service_calls(), fn {code, _} ->
-             code == "cerebros_service.validate(spec, opts)"
-           end)
+    assert length(protocol_calls()) == 20
   end
 
-  test "a Python exception becomes an error" do
+  test "a Python exception becomes an error; an answer that is not JSON too" do
     assert {:error, %Error{type: :python_error, message: message}} =
              CerebrosBridge.run_nas(%{dataset_id: "raise"}, invoker: :pythonx)
 
     assert message =~ "ValueError: boom"
-  end
 
-  test "a NaN in the result (decode raises) becomes an error" do
-    assert {:error, %Error{type: :invalid_result, message: message}} =
-             CerebrosBridge.run_nas(%{dataset_id: "nan"}, invoker: :pythonx)
-
-    assert message =~ "NaN"
-  end
-
-  test "an opaque value in the result becomes an error" do
     assert {:error, %Error{type: :invalid_result}} =
-             CerebrosBridge.run_nas(%{dataset_id: "numpy"}, invoker: :pythonx)
+             CerebrosBridge.run_nas(%{dataset_id: "garbage"}, invoker: :pythonx)
   end
 
-  test "a failed result becomes an error with its type and details" do
+  test "an invalid request is answered at submit, with every detail" do
     assert {:error,
-            %Error{
-              type: :validation_error,
-              message: "spec.training.epochs: must be >= 1",
-              details: details
-            }} = CerebrosBridge.run_nas(%{dataset_id: "failed"}, invoker: :pythonx)
-
-    assert details == [%{"loc" => ["spec", "training", "epochs"], "message" => "must be >= 1"}]
+            %Error{type: :validation_error, details: [%{"loc" => ["spec", "training", "epochs"]}]}} =
+             CerebrosBridge.start_nas(%{dataset_id: "invalid"}, invoker: :pythonx)
   end
 
-  test "progress events reach the notify pid decoded, before the call returns" do
+  test "progress events reach the notify pid decoded, before the result" do
     assert {:ok, _} =
              CerebrosBridge.run_nas(%{dataset_id: "iris"}, invoker: :pythonx, notify: self())
 
-    # Python received a pid (a pythonx.PID) under "notify": the relay, not us.
-    [{@run, globals}] = service_calls()
-    {:dict, opts} = globals["opts"]
-    assert {_, {:pid, relay}} = List.keyfind(opts, {:bytes, "notify"}, 0)
-    assert relay != self()
-
-    assert_received {:cerebros_event, %{"type" => "trial", "trial" => 0, "value" => 0.5}}
-    assert_received {:cerebros_event, %{"type" => "generation", "generation" => 0}}
-    # The event holding a NaN could not be decoded and was dropped.
-    refute_received {:cerebros_event, _}
-    refute Process.alive?(relay)
+    assert_received {:cerebros_event, %{"type" => "trial", "trial" => 0, "job_id" => "job-" <> _}}
+    assert [call] = protocol_calls()
+    assert request_of(call)["events"] == true
   end
 
-  test "a timeout returns in time" do
+  test "start_nas, status, cancel and await: a cancelled job ends with its cancelled result" do
+    assert {:ok, job} = CerebrosBridge.start_nas(%{dataset_id: "slow"}, invoker: :pythonx)
+    assert {:ok, %{"status" => "running"}} = CerebrosBridge.status(job)
+    assert {:error, %Error{type: :timeout}} = CerebrosBridge.await(job, 50)
+    assert {:ok, %{"status" => "cancelling"}} = CerebrosBridge.cancel(job)
+    assert {:ok, %{"status" => "cancelled"}} = CerebrosBridge.await(job, 2_000)
+    assert {:error, %Error{type: :not_running}} = CerebrosBridge.cancel(job)
+  end
+
+  test "run_nas: a timeout cancels the job for real and returns in time" do
     {micros, result} =
       :timer.tc(fn ->
         CerebrosBridge.run_nas(%{dataset_id: "slow"}, invoker: :pythonx, timeout_ms: 100)
       end)
 
-    assert {:error, %Error{type: :timeout}} = result
-    assert micros < 450_000
+    assert {:error,
+            %Error{type: :timeout, details: %{"job_status" => "cancelled", "job_id" => id}}} =
+             result
+
+    assert micros < 1_000_000
+    assert Double.jobs_status(id) == "cancelled"
+  end
+
+  test "a worker that crashed is a worker_crashed error" do
+    assert {:error, %Error{type: :worker_crashed, message: message}} =
+             CerebrosBridge.run_nas(%{dataset_id: "crash"}, invoker: :pythonx)
+
+    assert message =~ "signal 9"
+  end
+
+  test "the owner's exit cancels its job" do
+    test = self()
+
+    owner =
+      spawn(fn ->
+        {:ok, job} = CerebrosBridge.start_nas(%{dataset_id: "slow"}, invoker: :pythonx)
+        send(test, {:job, job})
+        Process.sleep(:infinity)
+      end)
+
+    assert_receive {:job, job}
+    Process.exit(owner, :kill)
+    wait_until(fn -> Double.jobs_status(job.id) == "cancelled" end)
+  end
+
+  test "stopping the application cancels running jobs and hands their results over" do
+    assert {:ok, job} = CerebrosBridge.start_nas(%{dataset_id: "slow"}, invoker: :pythonx)
+    :ok = Application.stop(:cerebros_bridge)
+    {:ok, _} = Application.ensure_all_started(:cerebros_bridge)
+    assert Double.jobs_status(job.id) == "cancelled"
+    assert_received {_ref, {:ok, %{"status" => "cancelled"}}}
+  end
+
+  test "register_dataset sends a binary as bytes with its dtype and shape (tuples and Nx tensors)" do
+    data = <<1.0::float-32-native, 2.0::float-32-native>>
+
+    assert {:ok, %{"status" => "registered"}} =
+             CerebrosBridge.register_dataset("pairs", {data, :f32, {1, 2}}, [0], invoker: :pythonx)
+
+    x = Map.new(elem(Double.datasets()["pairs"], 1))
+
+    assert x == %{
+             {:bytes, "data"} => {:bytes, data},
+             {:bytes, "dtype"} => {:bytes, "float32"},
+             {:bytes, "shape"} => {:list, [1, 2]}
+           }
+
+    tensor = %Nx.Tensor{data: data, type: {:f, 32}, shape: {2}}
+    assert {:ok, _} = CerebrosBridge.register_dataset("vector", tensor, [0, 1], invoker: :pythonx)
+    assert Map.new(elem(Double.datasets()["vector"], 1))[{:bytes, "shape"}] == {:list, [2]}
   end
 
   test ":auto picks Pythonx when it is loaded and initialized, else the subprocess" do
-    assert Invoker.available?()
-    Invoker.reset()
+    assert CerebrosBridge.Pythonx.available?()
+    CerebrosBridge.Pythonx.reset()
     Double.uninitialize()
-    refute Invoker.available?()
+    refute CerebrosBridge.Pythonx.available?()
   end
 
   test "a failing import is reported and retried on the next call" do
@@ -153,5 +181,13 @@ defmodule CerebrosBridge.PythonxInvokerTest do
     Double.start()
     assert {:ok, _} = CerebrosBridge.validate(%{dataset_id: "iris"}, invoker: :pythonx)
     assert Double.imports() == 1
+  end
+
+  defp wait_until(fun, tries \\ 100) do
+    cond do
+      fun.() -> :ok
+      tries == 0 -> flunk("condition not met in time")
+      true -> Process.sleep(20) && wait_until(fun, tries - 1)
+    end
   end
 end

@@ -1,6 +1,6 @@
 defmodule CerebrosBridge.SubprocessFakeTest do
   # The subprocess invoker against small shell scripts standing in for
-  # Python: crashes, hangs and protocol output, without TensorFlow's start-up.
+  # `python -m cerebros_service serve`: crashes and protocol lines, without Python.
   use ExUnit.Case, async: false
 
   @moduletag :capture_log
@@ -10,146 +10,89 @@ defmodule CerebrosBridge.SubprocessFakeTest do
 
   setup :tmp_dir
 
-  test "one-shot: a non-zero exit without a result returns the stderr tail", %{tmp_dir: dir} do
+  # Reads one request line, answers it as a queued job, then sends the job's lines.
+  @submit_then ~S"""
+  read line; id=${line#*\"id\":}; id=${id%%,*}
+  echo "{\"id\":$id,\"result\":{\"status\":\"queued\",\"job_id\":\"j1\",\"run_id\":\"fake\"}}"
+  """
+
+  defp opts(python, extra \\ []), do: [invoker: :subprocess, python_executable: python] ++ extra
+
+  test "a serve process that dies at once is a worker_crashed error with its stderr tail", %{
+    tmp_dir: dir
+  } do
     python = script(dir, "crash", ~S(echo "args: $*" >&2; echo "Traceback: boom" >&2; exit 3))
 
     assert {:error, %Error{type: :worker_crashed, message: message, details: details}} =
-             CerebrosBridge.run_nas(%{dataset_id: "iris"},
-               invoker: :subprocess,
-               pool: false,
-               python_executable: python
-             )
+             CerebrosBridge.validate(%{dataset_id: "iris"}, opts(python))
 
-    assert message =~ "status 3"
-    assert message =~ "Traceback: boom"
+    assert message =~ "status 3" and message =~ "Traceback: boom"
     assert details["exit_status"] == 3
-    assert details["stderr_tail"] =~ ~r/args: -m cerebros_service run --input \S+ --events/
+    assert details["stderr_tail"] =~ "args: -m cerebros_service serve --max-concurrent-jobs 1"
   end
 
-  test "one-shot: event lines are forwarded and the result line is returned", %{tmp_dir: dir} do
+  test "a job's event and done lines reach notify and the caller; other lines are skipped", %{
+    tmp_dir: dir
+  } do
     python =
-      script(dir, "answer", ~S"""
-      echo "this goes to stderr" >&2
-      echo '{"event": {"type": "trial", "trial": 0}}'
-      echo '{"event": {"type": "generation", "generation": 0}}'
-      echo '{"result": {"status": "success", "run_id": "fake", "best_metric": 0.5}}'
-      """)
+      script(
+        dir,
+        "answer",
+        @submit_then <>
+          ~S"""
+          echo "not a protocol line"
+          echo "{\"id\":$id,\"job_id\":\"j1\",\"event\":{\"type\":\"trial\",\"trial\":0}}"
+          echo "{\"id\":$id,\"job_id\":\"j1\",\"done\":{\"status\":\"success\",\"run_id\":\"fake\",\"best_metric\":0.5}}"
+          cat > /dev/null
+          """
+      )
 
     assert {:ok, %{"status" => "success", "run_id" => "fake"}} =
-             CerebrosBridge.run_nas(%{dataset_id: "iris"},
-               invoker: :subprocess,
-               pool: false,
-               python_executable: python,
-               notify: self()
-             )
+             CerebrosBridge.run_nas(%{dataset_id: "iris"}, opts(python, notify: self()))
 
     assert_received {:cerebros_event, %{"type" => "trial", "trial" => 0}}
-    assert_received {:cerebros_event, %{"type" => "generation", "generation" => 0}}
   end
 
-  test "one-shot: a failed result becomes an error with its details", %{tmp_dir: dir} do
+  test "a caller that dies has its job cancelled", %{tmp_dir: dir} do
+    seen = Path.join(dir, "seen")
+
     python =
-      script(dir, "invalid", ~S"""
-      echo '{"status": "failed", "error_type": "validation_error", "error": "bad",'
-      echo ' "error_details": [{"loc": ["spec", "dataset_id"], "message": "required"}]}'
-      exit 2
-      """)
+      script(
+        dir,
+        "record",
+        @submit_then <>
+          ~s"""
+          while read line; do
+            echo "$line" >> #{seen}; id=${line#*\\"id\\":}; id=${id%%,*}
+            echo "{\\"id\\":$id,\\"result\\":{\\"status\\":\\"cancelling\\"}}"
+          done
+          """
+      )
 
-    assert {:error,
-            %Error{
-              type: :validation_error,
-              message: "bad",
-              details: [%{"loc" => ["spec", "dataset_id"]}]
-            }} =
-             CerebrosBridge.validate(%{},
-               invoker: :subprocess,
-               pool: false,
-               python_executable: python
-             )
-  end
+    test = self()
 
-  test "one-shot: a timeout kills the process and the processes it started", %{tmp_dir: dir} do
-    child_file = Path.join(dir, "child.pid")
-    python = script(dir, "hang", "sleep 60 &\necho $! > #{child_file}\nwait\n")
+    caller =
+      spawn(fn ->
+        send(test, CerebrosBridge.start_nas(%{dataset_id: "iris"}, opts(python)))
+        Process.sleep(:infinity)
+      end)
 
-    assert {:error, %Error{type: :timeout, details: %{"os_pid" => os_pid}}} =
-             CerebrosBridge.run_nas(%{dataset_id: "iris"},
-               invoker: :subprocess,
-               pool: false,
-               python_executable: python,
-               timeout_ms: 300
-             )
-
-    child = child_file |> File.read!() |> String.trim()
-    refute alive?(os_pid)
-    refute alive?(child)
-  end
-
-  test "pool: a worker that dies returns an error with the stderr tail", %{tmp_dir: dir} do
-    python = script(dir, "serve-crash", ~S(read line; echo "serve died: $1 $2 $3" >&2; exit 5))
-
-    assert {:error, %Error{type: :worker_crashed, details: details}} =
-             CerebrosBridge.validate(%{dataset_id: "iris"},
-               invoker: :subprocess,
-               python_executable: python
-             )
-
-    assert details["exit_status"] == 5
-    assert details["stderr_tail"] =~ "serve died: -m cerebros_service serve"
-  end
-
-  test "pool: a timeout kills the worker and its children", %{tmp_dir: dir} do
-    child_file = Path.join(dir, "child.pid")
-    python = script(dir, "serve-hang", "sleep 60 &\necho $! > #{child_file}\nwait\n")
-
-    assert {:error, %Error{type: :timeout, details: %{"os_pid" => os_pid}}} =
-             CerebrosBridge.run_nas(%{dataset_id: "iris"},
-               invoker: :subprocess,
-               python_executable: python,
-               timeout_ms: 300
-             )
-
-    refute alive?(os_pid)
-    refute alive?(child_file |> File.read!() |> String.trim())
-  end
-
-  for pool <- [true, false] do
-    test "pool: #{pool}: a caller that dies takes its Python process with it", %{tmp_dir: dir} do
-      pid_file = Path.join(dir, "self.pid")
-      python = script(dir, "slow", "echo $$ > #{pid_file}\nexec sleep 60\n")
-
-      caller =
-        spawn(fn ->
-          CerebrosBridge.run_nas(%{dataset_id: "iris"},
-            invoker: :subprocess,
-            pool: unquote(pool),
-            python_executable: python
-          )
-        end)
-
-      os_pid = wait_for_file(pid_file)
-      assert alive?(os_pid)
-      Process.exit(caller, :kill)
-      Process.sleep(300)
-      refute alive?(os_pid)
-    end
+    assert_receive {:ok, %CerebrosBridge.Job{id: "j1"}}, 5_000
+    Process.exit(caller, :kill)
+    wait_until(fn -> File.exists?(seen) and File.read!(seen) =~ ~s("op":"cancel") end)
+    assert File.read!(seen) =~ ~s("job_id":"j1")
   end
 
   test "a missing executable is reported as unavailable" do
-    for pool <- [true, false] do
-      assert {:error, %Error{type: :unavailable}} =
-               CerebrosBridge.validate(%{},
-                 invoker: :subprocess,
-                 pool: pool,
-                 python_executable: "/nonexistent/python"
-               )
-    end
+    assert {:error, %Error{type: :unavailable}} =
+             CerebrosBridge.validate(%{}, opts("/nonexistent/python"))
   end
 
-  defp wait_for_file(path, tries \\ 50) do
-    case File.read(path) do
-      {:ok, content} when content != "" -> String.trim(content)
-      _ when tries > 0 -> Process.sleep(50) && wait_for_file(path, tries - 1)
+  defp wait_until(fun, tries \\ 100) do
+    cond do
+      fun.() -> :ok
+      tries == 0 -> flunk("condition not met in time")
+      true -> Process.sleep(50) && wait_until(fun, tries - 1)
     end
   end
 end

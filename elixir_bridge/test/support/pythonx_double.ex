@@ -1,39 +1,31 @@
 defmodule CerebrosBridge.Test.PythonxDouble do
   @moduledoc """
-  A test double of `Pythonx` (`eval/2`, `decode/1`, `Error`, `Object`), put
-  in place with `config :cerebros_bridge, :pythonx_module`. It checks the
-  Elixir side's protocol, not Python's behaviour: it records every eval with
-  its globals encoded the way real Pythonx 0.4 encodes them
-  (shared/README.md §1), answers the import and the `run_nas`/`validate`
-  calls, and sends progress events the way `pythonx.send_tagged_object` does.
+  A test double of `Pythonx` (`eval/3`, `decode/1`, `Error`, `Object`), put in place
+  with `config :cerebros_bridge, :pythonx_module`. It stands for real Pythonx 0.4
+  running `cerebros_service.jobs.protocol` as the real-Pythonx suite
+  (pythonx_real_test.exs) shows it:
 
-  Encoding it stands for, recorded as tagged terms:
+    * every eval's globals are recorded encoded as real Pythonx encodes them
+      (shared/README.md §1): binaries → `{:bytes, b}`, atoms → `{:str, s}`, lists,
+      tuples, maps → `{:list | :tuple | :dict, ...}`, pids → `{:pid, pid}`;
+    * the init eval returns the protocol's `call` function (an object); each
+      `call(request, notify)` eval takes the request as JSON text (bytes) or, for
+      `register_dataset`, as a dict holding the arrays' bytes, and returns one bytes
+      object holding the JSON answer; `decode/1` of it gives that binary;
+    * a submitted job runs on its own (here: an Elixir process standing for the
+      runner thread) and sends `{:cerebros_job, %Object{}}` messages to `notify`,
+      each decoding to JSON `{"job_id", "event"}` or, once, `{"job_id", "done"}`;
+      it stops at the next "batch" (20 ms) when cancelled, with status "cancelled".
 
-  | Elixir term                | Python value (real Pythonx) | recorded as          |
-  | -------------------------- | --------------------------- | -------------------- |
-  | binary (every string)      | `bytes`, not decoded        | `{:bytes, binary}`   |
-  | atom other than nil/bools  | `str`                       | `{:str, "name"}`     |
-  | `nil`, `true`, `false`     | `None`, `True`, `False`     | `nil`, `true`, `false` |
-  | integer, float             | `int` (exact), `float`      | itself               |
-  | list                       | `list`                      | `{:list, items}`     |
-  | tuple                      | `tuple`                     | `{:tuple, items}`    |
-  | map (any keys)             | `dict`, keys encoded too    | `{:dict, pairs}`     |
-  | `MapSet`                   | `set`                       | `{:set, items}`      |
-  | pid                        | `pythonx.PID`               | `{:pid, pid}`        |
-  | `%Object{}`                | the object itself           | the object           |
-
-  Decoding (`decode/1`) follows real Pythonx: `str` and `bytes` both become
-  binaries, dicts maps, tuples tuples, sets MapSets; `float('nan')` (here
-  `:nan`) raises; an unknown type (here `{:opaque, repr}`) stays an `%Object{}`.
-
-  What the simulated `cerebros_service` does depends on the spec's
-  `dataset_id`: `"raise"` raises a Python exception, `"nan"` returns a result
-  holding a NaN, `"numpy"` one holding a numpy scalar, `"failed"` a failed
-  result, `"slow"` sleeps 500 ms; anything else succeeds. Before the import
-  the interpreter counts as initialized unless `uninitialize/0` was called.
+  The spec's `dataset_id` picks a behaviour: `"raise"` (the eval raises a Python
+  exception), `"invalid"` (a validation error, answered at submit), `"crash"` (the
+  job's worker dies: a `worker_crashed` result), `"slow"` (runs until cancelled),
+  `"garbage"` (an answer that is not JSON); anything else succeeds after one trial.
   """
 
   use Agent
+
+  alias CerebrosBridge.JSON
 
   defmodule Object do
     @moduledoc "Stands for `Pythonx.Object`: an opaque Python value."
@@ -51,20 +43,15 @@ defmodule CerebrosBridge.Test.PythonxDouble do
   @doc "Starts (or restarts) the double with a clean record."
   def start do
     if pid = Process.whereis(__MODULE__), do: Agent.stop(pid)
-
-    {:ok, _} =
-      Agent.start(fn -> %{calls: [], imports: 0, initialized: true} end, name: __MODULE__)
-
+    state = %{calls: [], imports: 0, initialized: true, jobs: %{}, datasets: %{}}
+    {:ok, _} = Agent.start(fn -> state end, name: __MODULE__)
     :ok
   end
 
-  @doc "Every eval so far, oldest first, as `{code, encoded_globals}`."
   def calls, do: Agent.get(__MODULE__, &Enum.reverse(&1.calls))
-
-  @doc "How many times the import code was evaluated."
   def imports, do: Agent.get(__MODULE__, & &1.imports)
-
-  @doc "Makes the interpreter count as not initialized (eval raises, as real Pythonx does)."
+  def datasets, do: Agent.get(__MODULE__, & &1.datasets)
+  def jobs_status(id), do: Agent.get(__MODULE__, & &1.jobs[id].status)
   def uninitialize, do: Agent.update(__MODULE__, &%{&1 | initialized: false})
 
   def eval(code, globals, _opts \\ []) when is_binary(code) and is_map(globals) do
@@ -72,54 +59,146 @@ defmodule CerebrosBridge.Test.PythonxDouble do
       raise RuntimeError, "the Python interpreter has not been initialized"
     end
 
-    encoded =
-      Map.new(globals, fn
-        {key, value} when is_binary(key) ->
-          {key, encode(value)}
-
-        {key, _} ->
-          raise ArgumentError, "expected globals keys to be strings, got: #{inspect(key)}"
-      end)
-
+    encoded = Map.new(globals, fn {key, value} when is_binary(key) -> {key, encode(value)} end)
     Agent.update(__MODULE__, &%{&1 | calls: [{code, encoded} | &1.calls]})
 
     cond do
       code == "None" ->
         {nil, %{}}
 
-      code =~ "import cerebros_service" ->
-        # Widens the window in which concurrent first callers could race.
+      code =~ "from cerebros_service.jobs.protocol import call" and code =~ "def thread_entry" ->
         Process.sleep(50)
         Agent.update(__MODULE__, &%{&1 | imports: &1.imports + 1})
-        {%Object{value: :cerebros_service_module}, %{}}
+        {%Object{value: :protocol_call}, %{}}
 
-      code == "cerebros_service.run_nas(spec, opts)" ->
-        {service(encoded, :run_nas), %{}}
-
-      code == "cerebros_service.validate(spec, opts)" ->
-        {service(encoded, :validate), %{}}
+      code == "call(request, notify)" and encoded["call"] == %Object{value: :protocol_call} ->
+        {answer(request(encoded["request"]), encoded["request"], encoded["notify"]), %{}}
 
       true ->
         raise Error, type: "NameError", value: "unexpected code: #{code}"
     end
   end
 
-  def decode(%Object{value: value}), do: decode_value(value)
+  def decode(%Object{value: {:bytes, binary}}), do: binary
+  def decode(%Object{} = object), do: object
 
-  defp decode_value({:bytes, binary}), do: binary
-  defp decode_value({:str, binary}), do: binary
-  defp decode_value({:list, items}), do: Enum.map(items, &decode_value/1)
-  defp decode_value({:tuple, items}), do: items |> Enum.map(&decode_value/1) |> List.to_tuple()
-  defp decode_value({:set, items}), do: MapSet.new(items, &decode_value/1)
+  defp bytes(term), do: %Object{value: {:bytes, JSON.encode!(term)}}
 
-  defp decode_value({:dict, pairs}),
-    do: Map.new(pairs, fn {k, v} -> {decode_value(k), decode_value(v)} end)
+  # The request as Python would see it: JSON text (orjson.loads) or a dict of encoded terms.
+  defp request({:bytes, json}), do: elem(JSON.decode(json), 1)
+  defp request({:dict, _} = dict), do: plain(dict)
 
-  defp decode_value({:pid, pid}), do: %Object{value: {:pid, pid}}
-  defp decode_value({:opaque, _} = value), do: %Object{value: value}
-  defp decode_value(:nan), do: raise(ArgumentError, "cannot decode float nan")
-  defp decode_value(%Object{} = object), do: object
-  defp decode_value(value) when is_number(value) or is_boolean(value) or is_nil(value), do: value
+  defp plain({:dict, pairs}), do: Map.new(pairs, fn {k, v} -> {plain(k), plain(v)} end)
+  defp plain({kind, items}) when kind in [:list, :tuple], do: Enum.map(items, &plain/1)
+  defp plain({kind, text}) when kind in [:bytes, :str], do: text
+  defp plain(other), do: other
+
+  defp answer(%{"op" => op} = request, raw, notify) do
+    case op do
+      "ping" -> bytes(%{"status" => "ok", "pid" => 4242, "tensorflow_loaded" => false})
+      "validate" -> bytes(%{"status" => "valid", "spec" => %{}, "opts" => %{}})
+      "submit" -> submit(request, notify)
+      "cancel" -> job_op(request, :cancel)
+      "status" -> job_op(request, :status)
+      "register_dataset" -> register(request, raw)
+      "jobs" -> bytes(%{"status" => "ok", "jobs" => []})
+    end
+  end
+
+  defp submit(%{"spec" => spec} = request, notify) do
+    case spec["dataset_id"] do
+      "raise" ->
+        raise Error, type: "ValueError", value: "boom"
+
+      "garbage" ->
+        %Object{value: {:bytes, "not json"}}
+
+      "invalid" ->
+        bytes(
+          failed(
+            "validation_error",
+            ["spec", "training", "epochs"],
+            "must be in [1, 10000], got 0"
+          )
+        )
+
+      kind ->
+        start_job(kind, notify, request["events"] == true)
+    end
+  end
+
+  defp failed(type, loc, message),
+    do: %{
+      "status" => "failed",
+      "error_type" => type,
+      "error" => message,
+      "error_details" => [%{"loc" => loc, "message" => message}]
+    }
+
+  defp start_job(kind, {:pid, notify}, events?) do
+    id = "job-#{System.unique_integer([:positive])}"
+    runner = spawn(fn -> run_job(id, kind, notify, events?) end)
+    Agent.update(__MODULE__, &put_in(&1.jobs[id], %{runner: runner, status: "running"}))
+    bytes(%{"job_id" => id, "status" => "queued", "run_id" => "double-run"})
+  end
+
+  defp run_job(id, kind, notify, events?) do
+    send_job = fn message ->
+      send(notify, {:cerebros_job, bytes(Map.put(message, "job_id", id))})
+    end
+
+    event = %{
+      "type" => "trial",
+      "trial" => 0,
+      "value" => 0.5,
+      "run_id" => "double-run",
+      "job_id" => id
+    }
+
+    if events?, do: send_job.(%{"event" => event})
+
+    result =
+      case kind do
+        "crash" ->
+          failed("worker_crashed", [], "the worker process (pid 1) was killed by signal 9")
+
+        "slow" ->
+          wait_for_cancel(id)
+
+        _ ->
+          %{"status" => "success", "run_id" => "double-run", "completed_trials" => 1}
+      end
+
+    Agent.update(__MODULE__, &put_in(&1.jobs[id].status, result["status"]))
+    send_job.(%{"done" => result})
+  end
+
+  defp wait_for_cancel(id) do
+    receive do
+      :cancel -> %{"status" => "cancelled", "run_id" => "double-run", "completed_trials" => 0}
+    after
+      20 -> wait_for_cancel(id)
+    end
+  end
+
+  defp job_op(%{"job_id" => id}, op) do
+    case Agent.get(__MODULE__, & &1.jobs[id]) do
+      nil ->
+        bytes(failed("validation_error", ["job_id"], "names no job"))
+
+      %{runner: runner, status: status} ->
+        if op == :cancel and status == "running", do: send(runner, :cancel)
+        shown = if op == :cancel and status == "running", do: "cancelling", else: status
+        bytes(%{"job_id" => id, "status" => shown})
+    end
+  end
+
+  defp register(%{"name" => name}, encoded) do
+    {:dict, pairs} = encoded
+    {_, x} = List.keyfind(pairs, {:bytes, "x"}, 0)
+    Agent.update(__MODULE__, &put_in(&1.datasets[name], x))
+    bytes(%{"status" => "registered", "name" => name, "replaced" => false})
+  end
 
   defp encode(%Object{} = object), do: object
   defp encode(%MapSet{} = set), do: {:set, Enum.map(set, &encode/1)}
@@ -139,81 +218,4 @@ defmodule CerebrosBridge.Test.PythonxDouble do
 
   # Real Pythonx raises Protocol.UndefinedError (Pythonx.Encoder) here.
   defp encode(other), do: raise(ArgumentError, "cannot encode #{inspect(other)} for Python")
-
-  # Python-side values built here are `str`, as Python would make them.
-  defp py(binary) when is_binary(binary), do: {:str, binary}
-  defp py(map) when is_map(map), do: {:dict, Enum.map(map, fn {k, v} -> {py(k), py(v)} end)}
-  defp py(list) when is_list(list), do: {:list, Enum.map(list, &py/1)}
-  defp py(other), do: other
-
-  defp service(globals, op) do
-    %Object{value: :cerebros_service_module} =
-      Map.get(globals, "cerebros_service") ||
-        raise(Error, type: "NameError", value: "name 'cerebros_service' is not defined")
-
-    {:dict, spec} = Map.fetch!(globals, "spec")
-    {:dict, opts} = Map.fetch!(globals, "opts")
-
-    case List.keyfind(opts, {:bytes, "notify"}, 0) do
-      {_, {:pid, pid}} ->
-        send(
-          pid,
-          {:cerebros_event,
-           %Object{value: py(%{"type" => "trial", "trial" => 0, "value" => 0.5})}}
-        )
-
-        send(
-          pid,
-          {:cerebros_event,
-           %Object{value: {:dict, [{py("type"), py("trial")}, {py("value"), :nan}]}}}
-        )
-
-        send(
-          pid,
-          {:cerebros_event, %Object{value: py(%{"type" => "generation", "generation" => 0})}}
-        )
-
-      _ ->
-        :ok
-    end
-
-    case List.keyfind(spec, {:bytes, "dataset_id"}, 0) do
-      {_, {:bytes, "raise"}} ->
-        raise Error, type: "ValueError", value: "boom"
-
-      {_, {:bytes, "nan"}} ->
-        %Object{value: {:dict, [{py("status"), py("success")}, {py("best_metric"), :nan}]}}
-
-      {_, {:bytes, "numpy"}} ->
-        %Object{
-          value:
-            {:dict,
-             [{py("status"), py("success")}, {py("best_metric"), {:opaque, "np.float32(0.5)"}}]}
-        }
-
-      {_, {:bytes, "failed"}} ->
-        %Object{
-          value:
-            py(%{
-              "status" => "failed",
-              "error_type" => "validation_error",
-              "error" => "spec.training.epochs: must be >= 1",
-              "error_details" => [
-                %{"loc" => ["spec", "training", "epochs"], "message" => "must be >= 1"}
-              ]
-            })
-        }
-
-      {_, {:bytes, "slow"}} ->
-        Process.sleep(500)
-        %Object{value: py(%{"status" => "success"})}
-
-      _ ->
-        status = if op == :validate, do: "valid", else: "success"
-
-        %Object{
-          value: py(%{"status" => status, "run_id" => "double-run", "completed_trials" => 1})
-        }
-    end
-  end
 end

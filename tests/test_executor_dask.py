@@ -1,0 +1,393 @@
+"""Trials on Dask workers (opts.executor "processes" | "dask"): a real LocalCluster, tiny data.
+
+One cluster of 2 worker processes (1 thread each) serves most tests through the
+"dask" kind; its scheduler reports a dead worker at once (allowed-failures 0, as
+the "processes" kind sets it), and its workers pin their thread pools from
+CEREBROS_WORKER_THREADS as an operator's would. A fresh worker pays TensorFlow's
+import (~7 s on 2 cores) once, so tests that restart or kill workers come last.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from cerebros_service.boundary.schema import DaskExecutor, ProcessesExecutor  # noqa: E402
+from cerebros_service.data.dataset import split_indices  # noqa: E402
+from cerebros_service.jobs.executors.dask_tasks import TrainTask, WorkerSetup, run_train_task  # noqa: E402
+from cerebros_service.jobs.executors.dask_trials import open_trainer, plan_units, visible_gpus  # noqa: E402
+from cerebros_service.run import data_order_seed, run_search, trial_seed  # noqa: E402
+from cerebros_service.search.records import Candidate  # noqa: E402
+from cerebros_service.search.space import sample_architecture  # noqa: E402
+from cerebros_service.search.train import StopCheck, make_training_data  # noqa: E402
+from cerebros_service.settings import ExecutionSettings, SearchSettings  # noqa: E402
+from conftest import make_tiny_dataset, tiny_space, tiny_training  # noqa: E402
+
+TIMING_FIELDS = ("duration_s", "first_epoch_s", "model_path")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+        local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address=":0", memory_limit=0, env={"CEREBROS_WORKER_THREADS": "1"})
+    client = Client(local, set_as_default=False)
+    yield local, client
+    client.close()
+    local.close()
+
+
+@pytest.fixture
+def trainer(cluster):
+    def make(**options):
+        executor = DaskExecutor(kind="dask", address=cluster[0].scheduler_address, workers=2, **options)
+        opened = open_trainer(executor, device="cpu")
+        made.append(opened)
+        return opened
+
+    made = []
+    yield make
+    for opened in made:
+        opened.close()
+
+
+def _content(record) -> dict:
+    """A record without its timings: what must not depend on where it was trained."""
+    data = record.as_dict()
+    for key in TIMING_FIELDS:
+        data.pop(key)
+    if data["chunk"] is not None:
+        data["chunk"] = {k: v for k, v in data["chunk"].items() if k != "wall_s"}
+    return data
+
+
+def _candidates(data, n: int, *, first: int = 0, seed: int = 3) -> list[Candidate]:
+    rng = np.random.default_rng(seed)
+    return [Candidate(first + i, 0, sample_architecture(tiny_space(), data.input_dim, data.output_units, rng),
+                      trial_seed(seed, first + i)) for i in range(n)]
+
+
+def _training_data(n: int = 120):
+    dataset = make_tiny_dataset("multiclass", n=n)
+    train_idx, val_idx = split_indices(dataset.n_samples, 0.25, 0)
+    return make_training_data(dataset, train_idx, val_idx)
+
+
+# --------------------------------------------------------------------------- no cluster needed
+
+
+def test_task_payload_pickles_as_plain_data():
+    data = _training_data()
+    candidates = _candidates(data, 4)
+    units = plan_units(candidates, data, tiny_training(), ExecutionSettings(max_fused_candidates=2))
+    task = TrainTask(candidates=units[0].candidates, chunk_index=units[0].chunk_index, training=tiny_training(),
+                     execution=ExecutionSettings(max_fused_candidates=2), metric="val_accuracy",
+                     direction="max", data_seed=data_order_seed(0),
+                     setup=WorkerSetup(backend="tensorflow", device="cpu", threads=1, gpus=()),
+                     deadline_unix=time.time() + 60, cancel_event="cerebros-cancel-test", weights="better",
+                     weights_above=0.5)
+    # The standard pickler, not cloudpickle: no closure, lock, logger or lambda can hide in it.
+    assert pickle.loads(pickle.dumps(task)) == task
+    assert pickle.loads(pickle.dumps(run_train_task)) is run_train_task  # a top-level function, by name
+    back = pickle.loads(pickle.dumps(data))
+    assert np.array_equal(back.x_train, data.x_train) and back.task == data.task
+    with pytest.raises((TypeError, AttributeError, pickle.PicklingError)):
+        pickle.dumps(StopCheck(should_stop=lambda: False))  # why the caller's stop check never travels
+
+
+def test_units_follow_the_local_trainers_plan():
+    from dataclasses import replace
+
+    data = _training_data()
+    candidates = _candidates(data, 5)
+    fused = plan_units(candidates, data, tiny_training(), ExecutionSettings(max_fused_candidates=2))
+    assert [u.trials for u in fused] == [[0, 1], [2, 3], [4]]
+    assert [u.chunk_index for u in fused] == [0, 1, None]
+    # A broken architecture trains alone, after the chunks, as train_population trains it.
+    broken = [candidates[0], replace(candidates[1], architecture={"levels": []}), *candidates[2:]]
+    units = plan_units(broken, data, tiny_training(), ExecutionSettings(max_fused_candidates=2))
+    assert [(u.trials, u.chunk_index) for u in units] == [([0, 2], 0), ([3, 4], 1), ([1], None)]
+    sequential = plan_units(candidates, data, tiny_training(), ExecutionSettings(mode="sequential"))
+    assert [u.trials for u in sequential] == [[0], [1], [2], [3], [4]]
+
+
+def test_executor_opts_defaults_and_errors():
+    from cerebros_service.boundary.schema import check_part
+    from cerebros_service.errors import InputError
+
+    processes = check_part("opts", {"executor": {"kind": "processes"}}).executor
+    assert processes.model_dump() == {"kind": "processes", "workers": None, "trials_per_worker": 20,
+                                      "memory_limit": None, "retries": 1, "timeout": 60.0}
+    dask_kind = check_part("opts", {"executor": {"kind": "dask", "address": "tcp://10.0.0.5:8786",
+                                                 "memory_limit": "2GiB"}}).executor
+    assert (dask_kind.workers, dask_kind.trials_per_worker, dask_kind.memory_limit) == (1, None, 2 * 2**30)
+    for executor, field, words in [
+        ({"kind": "dask"}, "address", "required"),
+        ({"kind": "dask", "address": "10.0.0.5"}, "address", "tcp://"),
+        ({"kind": "processes", "memory_limit": "lots"}, "memory_limit", "4GB"),
+        ({"kind": "processes", "retries": -1}, "retries", "0"),
+    ]:
+        with pytest.raises(InputError) as caught:
+            check_part("opts", {"executor": executor})
+        assert any(d.loc == ("opts", "executor", field) and words in d.message for d in caught.value.details)
+
+
+def test_visible_gpus_follow_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    assert visible_gpus("auto") == ("1", "0")
+    assert visible_gpus("cpu") == ()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert visible_gpus("auto") == ()
+
+
+def test_unreachable_scheduler_is_a_failed_result_not_a_hang(tmp_path, monkeypatch):
+    from cerebros_service import run_nas
+
+    monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path))
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    result = run_nas({"dataset_id": "iris", "training": {"epochs": 1}},
+                     {"run_id": "nowhere", "executor": {"kind": "dask", "address": f"tcp://127.0.0.1:{port}",
+                                                         "timeout": 2}})
+    assert time.monotonic() - started < 30
+    assert result["status"] == "failed"
+    assert result["metadata"]["error_type"] == "executor_error"
+    assert f"127.0.0.1:{port}" in result["error"]
+    assert not (tmp_path / "nowhere").exists()  # nothing was started, nothing left behind
+
+
+# --------------------------------------------------------------------------- on the shared cluster
+
+
+def test_records_match_a_local_run_and_workers_pin_their_threads(cluster, trainer):
+    local_cluster, client = cluster
+    dataset = make_tiny_dataset("multiclass", n=120)
+    settings = SearchSettings(strategy="evolution", seed=5, max_trials=6, population_size=3, space=tiny_space(),
+                              training=tiny_training(epochs=1), device="cpu",
+                              execution=ExecutionSettings(max_fused_candidates=2))
+    local = run_search(dataset, settings)
+    events = []
+    used = trainer()
+    remote = run_search(dataset, settings, trainer=used, on_event=events.append)
+    assert [_content(t) for t in local.trials] == sorted((_content(t) for t in remote.trials),
+                                                         key=lambda d: d["trial"])
+    assert {t.execution for t in remote.trials} == {"fused", "sequential"}  # chunks and a lone candidate
+    assert remote.best.value == local.best.value
+    assert sorted(e["trial"] for e in events if e["type"] == "trial") == list(range(6))
+
+    def pools():
+        import tensorflow as tf
+
+        return (os.environ.get("OMP_NUM_THREADS"), tf.config.threading.get_intra_op_parallelism_threads(),
+                tf.config.threading.get_inter_op_parallelism_threads())
+
+    assert set(client.run(pools).values()) == {("1", 1, 1)}  # 2 workers on 2 cores: one thread each
+    assert used.summary()["devices"] == ["cpu (tensorflow backend)"]
+    assert used.dataset_copies == 1  # scattered once for the run, not per generation or unit
+
+
+def test_max_time_seconds_stops_running_trials_and_sends_no_more(trainer):
+    data = _training_data()
+    used = trainer()
+    started = time.monotonic()
+    out = used(_candidates(data, 4), data, tiny_training(epochs=5000, patience=5000), "val_accuracy", "max",
+               execution=ExecutionSettings(mode="sequential"), stop=StopCheck(deadline=started + 8))
+    assert time.monotonic() - started < 8 + 20  # the running trials stop at their first batch past it
+    assert [r.trial for r in out] == [0, 1]  # trials 2 and 3 were never sent
+    assert {r.stop_reason for r in out} == {"max_time_seconds"}
+
+
+def test_killed_worker_fails_its_trial_and_cancel_stops_the_rest(cluster, trainer):
+    """retries 0: the trial whose worker died is a failed record saying so, the others go on;
+    then a cancel ends the running trial within a batch and nothing queued starts."""
+    local, client = cluster
+    data = _training_data()
+    candidates = _candidates(data, 4)
+    used = trainer(retries=0)
+    cancelled = threading.Event()
+    records = []
+
+    def on_record(record):
+        records.append(record)
+        if record.status == "failed":
+            cancelled.set()
+
+    killer = threading.Thread(target=_kill_worker_running, args=(client, 0, 4.0), daemon=True)
+    killer.start()
+    out = used(candidates, data, tiny_training(epochs=5000, patience=5000), "val_accuracy", "max",
+               execution=ExecutionSettings(mode="sequential"), on_record=on_record,
+               stop=StopCheck(deadline=time.monotonic() + 120, should_stop=cancelled.is_set))
+    by_trial = {r.trial: r for r in out}
+    assert by_trial[0].status == "failed" and "died" in by_trial[0].error
+    assert by_trial[1].stop_reason == "cancelled"  # it went on until the cancel, then ended within a batch
+    assert set(by_trial) == {0, 1}  # trials 2 and 3 never started
+    assert [r.trial for r in records] == [0, 1]  # each record reached on_record as it came
+    assert [f["trials"] for f in used.summary()["faults"]] == [[0]]
+    again = used(_candidates(data, 1, first=4), data, tiny_training(epochs=1), "val_accuracy", "max",
+                 execution=ExecutionSettings(mode="sequential"))
+    assert [(r.status, r.stop_reason) for r in again] == [("completed", "epochs")]  # the cancel is over
+
+
+def _kill_worker_running(client, trial: int, after: float = 1.5) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for address, keys in client.processing().items():
+            if any(str(k).endswith(f"-t{trial}") for k in keys):
+                time.sleep(after)
+                os.kill(client.run(os.getpid, workers=[address])[address], signal.SIGKILL)
+                return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_is_retried_on_another_worker(cluster, trainer):
+    local, client = cluster
+    client.wait_for_workers(2, timeout=60)
+    data = _training_data()
+    used = trainer(retries=1)
+    killer = threading.Thread(target=_kill_worker_running, args=(client, 0, 3.0), daemon=True)
+    killer.start()
+    out = used(_candidates(data, 2), data, tiny_training(epochs=40, patience=40), "val_accuracy", "max",
+               execution=ExecutionSettings(mode="sequential"))
+    assert [r.status for r in out] == ["completed", "completed"]
+    (fault,) = used.summary()["faults"]
+    assert fault["trials"] == [0] and fault["retried"]
+
+
+def test_workers_are_recycled_after_trials_per_worker(cluster, trainer):
+    local, client = cluster
+    client.wait_for_workers(2, timeout=60)
+    before = set(client.run(os.getpid).values())
+    data = _training_data()
+    used = trainer(trials_per_worker=1)
+    out = used(_candidates(data, 2), data, tiny_training(epochs=1), "val_accuracy", "max",
+               execution=ExecutionSettings(mode="sequential"))
+    assert [r.status for r in out] == ["completed"] * 2
+    assert used.worker_restarts == 2  # each worker process trained its trial, then was replaced
+    client.wait_for_workers(2, timeout=60)
+    assert before.isdisjoint(client.run(os.getpid).values())
+    # The restarted processes held no copy of the dataset: it was sent again, once.
+    assert used.dataset_copies == 2
+
+
+# --------------------------------------------------------------------------- the front door
+
+
+def test_run_nas_with_processes_gives_each_worker_a_gpu_and_saves_in_the_caller(tmp_path, monkeypatch):
+    """Two workers; this machine "has" GPUs 7 and 8 (CUDA_VISIBLE_DEVICES), so each worker is given
+    one of them (which TensorFlow, finding no such GPU, runs on the CPU)."""
+    import keras
+
+    from cerebros_service import run_nas
+
+    monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "7,8")
+    events = []
+    result = run_nas({"dataset_id": "iris", "training": {"epochs": 1},
+                      "search_space": {"max_levels": 1, "max_units_per_level": 1, "max_neurons": 8}},
+                     {"run_id": "two-workers", "device": "auto", "execution": "sequential",
+                      "budget": {"max_trials": 2, "population_size": 2},
+                      "after_run": {"onnx": False, "report": False},
+                      "executor": {"kind": "processes", "workers": 2}, "on_event": events.append})
+    assert result["status"] == "success", result
+    executor = result["metadata"]["executor"]
+    assert (executor["kind"], executor["workers"], executor["tasks"], executor["faults"]) == ("processes", 2, 2, [])
+    assert executor["cuda_visible_devices"] == {"0": "7", "1": "8"}
+    best = result["artifacts"]["best_model"]
+    assert best.startswith(str(tmp_path)) and keras.saving.load_model(best) is not None
+    assert sorted(e["trial"] for e in events if e["type"] == "trial") == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_job_with_the_dask_kind_runs_its_trials_on_the_cluster(cluster, tmp_path, monkeypatch):
+    from cerebros_service.jobs.runner import JobRunner
+
+    monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path))
+    runner = JobRunner()
+    try:
+        ack = runner.submit({"dataset_id": "iris", "training": {"epochs": 1}},
+                            {"device": "cpu", "budget": {"max_trials": 2, "population_size": 2},
+                             "after_run": {"onnx": False, "report": False},
+                             "executor": {"kind": "dask", "address": cluster[0].scheduler_address}})
+        result = runner.result(ack["job_id"], timeout=300)
+    finally:
+        runner.shutdown()
+    assert result["status"] == "success", result
+    assert result["metadata"]["executor"]["kind"] == "dask"
+    assert result["metadata"]["executor"]["tasks"] >= 1
+
+
+@pytest.mark.slow
+def test_records_match_a_local_run_in_sequential_mode_with_one_worker():
+    """However many workers (here one process, started for the run), the same records."""
+    dataset = make_tiny_dataset("regression", n=120)
+    settings = SearchSettings(strategy="random", seed=9, max_trials=4, population_size=4, space=tiny_space(),
+                              training=tiny_training(epochs=2), device="cpu",
+                              execution=ExecutionSettings(mode="sequential"))
+    local = run_search(dataset, settings)
+    used = open_trainer(ProcessesExecutor(kind="processes", workers=1), device="cpu")
+    try:
+        remote = run_search(dataset, settings, trainer=used)
+    finally:
+        used.close()
+    assert [_content(t) for t in local.trials] == [_content(t) for t in remote.trials]
+
+
+@pytest.mark.slow
+def test_the_documented_cli_cluster_serves_a_search_and_losing_its_scheduler_is_an_executor_error():
+    """`dask scheduler` and `dask worker tcp://…` as docs/scaling.md starts them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cerebros_service.jobs.executors.dask_trials import ExecutorError
+
+    dask_cli = Path(sys.executable).with_name("dask")
+    command = [str(dask_cli)] if dask_cli.exists() else [sys.executable, "-m", "dask"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen([*command, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                                  "--dashboard-address", ":0"])
+    worker = subprocess.Popen([*command, "worker", address, "--nworkers", "1", "--nthreads", "1",
+                               "--dashboard-address", ":0"], env={**os.environ, "CEREBROS_WORKER_THREADS": "1"})
+    try:
+        used = open_trainer(DaskExecutor(kind="dask", address=address, workers=1, timeout=60), device="cpu")
+        data = _training_data()
+        try:
+            out = used(_candidates(data, 1), data, tiny_training(epochs=1), "val_accuracy", "max",
+                       execution=ExecutionSettings(mode="sequential"))
+            assert [r.status for r in out] == ["completed"]
+            threading.Timer(3.0, scheduler.kill).start()
+            started = time.monotonic()
+            with pytest.raises(ExecutorError) as lost:
+                used(_candidates(data, 2, first=1), data, tiny_training(epochs=5000, patience=5000),
+                     "val_accuracy", "max", execution=ExecutionSettings(mode="sequential"),
+                     stop=StopCheck(deadline=time.monotonic() + 300))
+            assert time.monotonic() - started < 120
+            assert lost.value.error_type == "executor_error" and "Dask" in lost.value.message
+        finally:
+            used.close()
+    finally:
+        for process in (worker, scheduler):
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(15)
