@@ -41,15 +41,23 @@ class HeldOut:
         return int(len(self.x))
 
 
-def predict(arch: dict, weights: dict, data: TrainingData, x: np.ndarray) -> np.ndarray:
-    """Outputs of ``arch`` with ``weights`` on raw features ``x``, as its saved model gives them."""
+def predictor(arch: dict, weights: dict, data: TrainingData):
+    """``x -> outputs`` of ``arch`` with ``weights`` on raw features, as its saved model gives them."""
     import keras
 
     keras.backend.clear_session()
     model = build_model(arch, data.task, data.n_classes, feature_mean=data.feature_mean,
                         feature_var=data.feature_var, target_mean=data.target_mean,
                         target_std=data.target_std, weights=weights, compile=False)
-    return _predict(model, x)
+    return lambda x: _predict(model, x)
+
+
+def saved_predictor(path: str):
+    """``x -> outputs`` of a saved model (the best trial's, when no weights came back)."""
+    import keras
+
+    model = keras.saving.load_model(path, compile=False)
+    return lambda x: _predict(model, x)
 
 
 def _predict(model, x: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from .fused import make_fused_model, to_probabilities
 from .fused_plan import PaddedSize, from_fused, fusable, make_plan, to_fused, trainable, unit_shapes
 from .records import Candidate, TrialRecord
 from .tracking import EpochTracker
-from .train import StopCheck, training_batches, TrainingData, describe, epoch_scores, failed_record, finished_record
+from .train import StopCheck, keras_callback, training_batches, TrainingData, describe, epoch_scores, failed_record, finished_record
 
 
 # Bytes a padded parameter costs while its chunk trains: the weight, its gradient, two
@@ -157,7 +157,7 @@ def _fit_phase(chunk, members, data, training, trackers, progress, execution, da
     # shuffle=False: training_batches orders the rows itself, seeded like the sequential trainer's.
     model.fit(training_batches(data, training.batch_size, data_seed, first_epoch=first_epoch),
               initial_epoch=first_epoch, epochs=epochs, shuffle=False, verbose=0,
-              callbacks=[_keras_callback(monitor)])
+              callbacks=[keras_callback(monitor)])
     if not monitor.compact_now:
         return None
     still = [position for position, on in enumerate(monitor.active) if on]
@@ -277,18 +277,3 @@ class _ChunkMonitor:
         trace = max(self.epoch_times[0] - later, 0.0)
         remaining = min(self.epochs - (epoch + 1), 2 * self.patience)
         return remaining * later * (1.0 - share) > 1.5 * trace + later
-
-
-def _keras_callback(monitor: _ChunkMonitor):
-    import keras
-
-    class Monitor(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if monitor.batch_end():
-                self.model.stop_training = True
-
-        def on_epoch_end(self, epoch, logs=None):
-            if monitor.epoch_end(epoch):
-                self.model.stop_training = True
-
-    return Monitor()

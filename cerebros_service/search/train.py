@@ -131,18 +131,32 @@ def train_population(
     soon as its trial (or its fused chunk) ends. No candidate starts once ``stop``
     says so; running ones end at the next batch, keeping their best epoch.
     """
-    saver = ModelSaver(data, training, direction, save_dir, save_threshold)
-    records: list[TrialRecord] = []
+    sink = RecordSink(ModelSaver(data, training, direction, save_dir, save_threshold), keep_weights, on_record)
     for unit in plan_work(candidates, data, training, execution):
         for record in train_unit(unit, data, training, metric, direction, execution=execution,
                                  data_seed=data_seed, stop=stop):
-            record = saver.offer(record)
-            if not keep_weights and record.weights is not None:
-                record = _without_weights(record)
-            records.append(record)
-            if on_record is not None:
-                on_record(record)
-    return sorted(records, key=lambda r: r.trial)
+            sink.take(record)
+    return sink.in_trial_order()
+
+
+class RecordSink:
+    """Where a trainer's finished records go: saved when they lead, stripped of weights unless
+    kept, handed to ``on_record`` at once. Every trainer (local or distributed) uses one."""
+
+    def __init__(self, saver: ModelSaver, keep_weights: bool, on_record: Callable[[TrialRecord], None] | None):
+        self.saver, self.keep_weights, self.on_record = saver, keep_weights, on_record
+        self.records: list[TrialRecord] = []
+
+    def take(self, record: TrialRecord) -> None:
+        record = self.saver.offer(record)
+        if not self.keep_weights and record.weights is not None:
+            record = _without_weights(record)
+        self.records.append(record)
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def in_trial_order(self) -> list[TrialRecord]:
+        return sorted(self.records, key=lambda r: r.trial)
 
 
 @dataclass(frozen=True)
@@ -298,7 +312,7 @@ def train_one(
         # shuffle=False: Keras would reorder the batches on its own; training_batches does it, seeded.
         model.fit(training_batches(data, training.batch_size, data_seed),
                   epochs=candidate.epochs or training.epochs, shuffle=False, verbose=0,
-                  callbacks=[_keras_callback(monitor)])
+                  callbacks=[keras_callback(monitor)])
     except Exception as exc:  # one broken candidate must not end the search
         return failed_record(candidate, metric, started, tracker, describe(exc))
     tracker.stop(monitor.outside_stop or "epochs")
@@ -329,7 +343,8 @@ class _SequentialMonitor:
         return self.tracker.stopped
 
 
-def _keras_callback(monitor):
+def keras_callback(monitor):
+    """The Keras side of a trainer's monitor: ``batch_end()`` / ``epoch_end(epoch)`` say when to stop."""
     import keras
 
     class Monitor(keras.callbacks.Callback):

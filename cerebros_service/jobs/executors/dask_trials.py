@@ -41,7 +41,7 @@ from typing import Callable
 
 from ...errors import ErrorDetail, ServiceError
 from ...search.records import Candidate, TrialRecord
-from ...search.train import (ModelSaver, StopCheck, TrainingData, WorkUnit, describe, failed_record,
+from ...search.train import (ModelSaver, RecordSink, StopCheck, TrainingData, WorkUnit, describe, failed_record,
                              plan_work)
 from ...settings import Direction, ExecutionSettings, TrainSettings
 from .dask_tasks import TrainTask, WorkerSetup, run_train_task
@@ -117,18 +117,8 @@ class DaskTrainer:
         keep_weights: bool = False,
         on_record: Callable[[TrialRecord], None] | None = None,
     ) -> list[TrialRecord]:
-        saver = ModelSaver(data, training, direction, save_dir, save_threshold)  # one rule for kept models
-        records: list[TrialRecord] = []
-
-        def finished(record: TrialRecord) -> None:
-            record = saver.offer(record)
-            if not keep_weights and record.weights is not None:
-                from dataclasses import replace
-
-                record = replace(record, weights=None)
-            records.append(record)
-            if on_record is not None:
-                on_record(record)
+        sink = RecordSink(ModelSaver(data, training, direction, save_dir, save_threshold), keep_weights, on_record)
+        finished = sink.take
 
         template = TrainTask(
             candidates=(), chunk_index=None, training=training, execution=execution, metric=metric,
@@ -181,7 +171,7 @@ class DaskTrainer:
         except BaseException:  # an executor error, a listener's, an interrupt: leave nothing running
             self._cancel(running)
             raise
-        return sorted(records, key=lambda r: r.trial)
+        return sink.in_trial_order()
 
     def _dask(self, what: str, call, *args, **kwargs):
         """A call into Dask; its failure (lost scheduler, broken connection) is the executor's."""
