@@ -168,7 +168,8 @@ def build_parser() -> _Parser:
                     "answers {\"job_id\", \"status\": \"queued\"} at once, then the job sends "
                     "{\"id\", \"job_id\", \"event\"} lines and one {\"id\", \"job_id\", \"done\"} line; "
                     "ops status, cancel, result, jobs, register_dataset, unregister_dataset, "
-                    "list_datasets, validate, ping answer at once (docs/architecture.md). Op run is "
+                    "list_datasets, validate, ping answer at once (docs/architecture.md); op predict "
+                    "at once with a run's ONNX model, else as a job in a worker. Op run is "
                     "the older synchronous search in this process. EOF on stdin cancels running jobs "
                     "and ends the worker (exit 0).",
     )
@@ -372,7 +373,7 @@ def _serve_one(request: dict, request_id: Any, out: ProtocolWriter) -> dict | No
     """
     from .cli_after import is_serve_op, serve_op
 
-    if is_serve_op(request):  # predict, export, report, runs (cli_after.py)
+    if is_serve_op(request):  # export, report, runs (cli_after.py)
         out.write_reply(request_id, result=serve_op(request))
         return None
     if request.get("op") != "run":

@@ -1,4 +1,5 @@
-"""CLI commands for finished runs: ``predict``, ``export``, ``report``, ``runs``; and their serve ops.
+"""CLI commands for finished runs: ``predict``, ``export``, ``report``, ``runs``; and serve ops
+for the last three (serve's ``predict`` is the job protocol's, jobs/protocol.py).
 
 Like the rest of the CLI they answer JSON on stdout (exit 0 success, 1 failed,
 2 invalid input), except ``runs``, which draws a table when stdout is a terminal
@@ -14,7 +15,6 @@ from typing import Any, Callable
 
 # serve op -> (required keys, optional keys), besides "id" and "op"
 SERVE_OPS: dict[str, tuple[set[str], set[str]]] = {
-    "predict": ({"run", "x"}, {"opts"}),
     "export": ({"run"}, {"format"}),
     "report": ({"run"}, set()),
     "runs": (set(), set()),
@@ -137,10 +137,6 @@ def serve_op(request: dict) -> dict:
                    f"{', '.join(sorted(required | optional))}" if unknown else
                    f"op {op!r} needs {', '.join(map(repr, missing))}")
         return failure_result(InputError(message, [ErrorDetail((key,), message)]), None)
-    if op == "predict":
-        from .prediction import predict
-
-        return predict(request["run"], request["x"], request.get("opts"))
     if op == "export":
         from .onnx_export import export
 

@@ -75,6 +75,20 @@ def predict(run: Any, x: Any, opts: Any = None) -> dict:
         return failure_result(exc, run_id)
 
 
+def engine_for(run: Any, opts: Any = None) -> str | None:
+    """The engine ``predict(run, x, opts)`` would run the model with (``"onnx"`` or
+    ``"keras"``), or None when it would refuse the run or the opts before loading any
+    model. Loads nothing and never raises: the job protocol asks it to keep the Keras
+    model (and TensorFlow) out of its own process (jobs/protocol.py)."""
+    try:
+        run_dir = resolve_run_dir(normalize(run, root="run"))
+        options = _checked_opts(opts)
+        model_facts(run_dir)
+        return _engine(run_dir, options.engine)
+    except Exception:  # noqa: BLE001 - predict itself then answers the refusal
+        return None
+
+
 def _checked_opts(opts: Any) -> PredictOpts:
     try:
         return PredictOpts.model_validate({} if opts is None else normalize(opts, root="opts"))

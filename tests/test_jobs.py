@@ -248,3 +248,87 @@ def test_an_idle_worker_is_stopped_after_its_idle_timeout():
     executor.trim()
     assert not worker.alive() and worker.process.returncode == 0  # asked to stop, and it did
     assert executor.worker_pids() == []
+
+
+def test_register_dataset_reads_npy_files_only_under_the_operator_data_root(tmp_path, monkeypatch):
+    x = np.random.default_rng(1).normal(size=(8, 2)).astype(np.float32)
+    inside, outside = tmp_path / "data", tmp_path / "elsewhere"
+    inside.mkdir(), outside.mkdir()
+    for folder in (inside, outside):
+        np.save(folder / "x.npy", x)
+    y = [0, 1] * 4
+
+    def register(path, **extra):
+        return protocol.handle({"op": "register_dataset", "name": "npy-rows", "x": {"npy": str(path)}, "y": y,
+                                **extra})
+
+    # A request cannot name a data root of its own: the key is not part of the op.
+    moved = register(outside / "x.npy", data_root=str(outside))
+    assert moved["error_type"] == "validation_error" and moved["error_details"][0]["loc"] == ["data_root"]
+    monkeypatch.delenv("CEREBROS_DATA_ROOT", raising=False)
+    no_root = register(inside / "x.npy")
+    assert no_root["error_type"] == "dataset_error" and no_root["error_details"][0]["loc"] == ["x", "npy"]
+    assert "no data root" in no_root["error"]
+    monkeypatch.setenv("CEREBROS_DATA_ROOT", str(inside))
+    for escape in (outside / "x.npy", "../elsewhere/x.npy"):
+        refused = register(escape)
+        assert refused["error_type"] == "dataset_error" and refused["error_details"][0]["loc"] == ["x", "npy"]
+        assert "outside the data root" in refused["error"]
+    from cerebros_service.data import registry
+
+    try:
+        assert register("x.npy")["status"] == "registered"  # relative to the operator's root
+        np.testing.assert_array_equal(registry.get_dataset("npy-rows").x, x)
+    finally:
+        registry.unregister_dataset("npy-rows")
+
+
+def test_registered_arrays_are_shared_as_files_only_with_jobs_placed_in_another_process(monkeypatch):
+    from cerebros_service.data import registry
+
+    x = np.random.default_rng(2).normal(size=(40, 3)).astype(np.float32)
+    assert registry.register_dataset("placed", x, (x[:, 0] > 0).astype(np.int64))["status"] == "registered"
+    idle = JobRunner(max_concurrent_jobs=0)  # no runner thread: submitted jobs stay queued
+    spec = {**TINY_SPEC, "dataset_id": "placed"}
+    try:
+        datasets = {}
+        for executor in ({"kind": "local"}, {"kind": "processes", "workers": 1}, {"kind": "process"}):
+            ack = idle.submit(spec, {**TINY_OPTS, "executor": executor})
+            assert ack["status"] == "queued", ack
+            datasets[executor["kind"]] = idle._jobs[ack["job_id"]].task.datasets
+            idle.cancel(ack["job_id"])
+        assert datasets["local"] == {} and datasets["processes"] == {}
+        assert datasets["process"] == {"placed": registry.shared_descriptor("placed")}
+    finally:
+        idle.shutdown(1.0)
+        registry.unregister_dataset("placed")
+
+
+def test_predict_answers_an_onnx_run_in_this_process_from_rows_buffers_and_npy_files(
+        regression_run, after_root, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    run_id = regression_run["run_dir"].name
+    x = np.random.default_rng(3).normal(size=(3, 10))
+    monkeypatch.setenv("CEREBROS_DATA_ROOT", str(tmp_path))
+    np.save(tmp_path / "rows.npy", x.astype(np.float32))
+    answers = [protocol.handle({"op": "predict", "run": run_id, "x": form})
+               for form in (x.tolist(), {"data": x.tobytes(), "dtype": "float64", "shape": [3, 10]},
+                            {"npy": "rows.npy"})]
+    for answer in answers:
+        assert answer["status"] == "success" and answer["engine"] == "onnx" and answer["n_samples"] == 3, answer
+    np.testing.assert_allclose(answers[1]["predictions"], answers[0]["predictions"], rtol=1e-5)
+    np.testing.assert_allclose(answers[2]["predictions"], answers[0]["predictions"], rtol=1e-5)
+    # Through the Pythonx entry point: bytes keys, a buffer of bytes, answered as JSON bytes.
+    import orjson
+
+    called = orjson.loads(protocol.call({b"op": b"predict", b"run": run_id.encode(), b"opts": {b"engine": b"onnx"},
+                                         b"x": {b"data": x.tobytes(), b"dtype": b"float64", b"shape": [3, 10]}}))
+    assert called["status"] == "success" and called["predictions"] == answers[1]["predictions"]
+    short = protocol.handle({"op": "predict", "run": run_id, "x": {"data": x.tobytes()[:8], "dtype": "float64",
+                                                                   "shape": [3, 10]}})
+    assert short["error_type"] == "dataset_error" and short["error_details"][0]["loc"] == ["x", "data"]
+    outside = protocol.handle({"op": "predict", "run": run_id, "x": {"npy": "../rows.npy"}})
+    assert outside["error_details"][0]["loc"] == ["x", "npy"]
+    missing = protocol.handle({"op": "predict", "run": "no-such-run", "x": x.tolist()})
+    assert missing["error_type"] == "validation_error" and missing["error_details"][0]["loc"] == ["run"]
+    assert protocol.handle({"op": "predict", "run": run_id})["error_details"][0]["loc"] == ["x"]

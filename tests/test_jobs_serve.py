@@ -118,3 +118,61 @@ def test_a_stderr_file_in_a_missing_folder_is_answered_in_the_protocol(tmp_path,
     assert failure["error_type"] == "validation_error" and failure["error_details"][0]["loc"] == ["stderr_file"]
     assert str(missing) in failure["error"] and "No such file or directory" in failure["error"]
     assert b"Traceback" not in done.stderr
+
+
+def test_a_request_cannot_widen_the_data_root_of_serve(tmp_path):
+    import numpy as np
+
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    data.mkdir(), elsewhere.mkdir()
+    rows = np.arange(16, dtype=np.float32).reshape(8, 2)
+    for folder in (data, elsewhere):
+        np.save(folder / "x.npy", rows)
+    serve = Serve("--data-root", str(data))
+    try:
+        register = {"op": "register_dataset", "name": "rows", "y": [0, 1] * 4}
+        serve.send({"id": 1, **register, "x": {"npy": str(elsewhere / "x.npy")}, "data_root": str(elsewhere)})
+        moved = serve.until(lambda m: m.get("id") == 1)["result"]
+        assert moved["error_type"] == "validation_error" and moved["error_details"][0]["loc"] == ["data_root"]
+        serve.send({"id": 2, **register, "x": {"npy": str(elsewhere / "x.npy")}})
+        outside = serve.until(lambda m: m.get("id") == 2)["result"]
+        assert outside["error_type"] == "dataset_error" and outside["error_details"][0]["loc"] == ["x", "npy"]
+        serve.send({"id": 3, **register, "x": {"npy": "x.npy"}})
+        assert serve.until(lambda m: m.get("id") == 3)["result"]["status"] == "registered"
+    finally:
+        serve.process.stdin.close()
+        serve.process.wait(timeout=30)
+
+
+def test_serve_predicts_onnx_runs_at_once_and_keras_runs_in_a_worker_never_loading_tensorflow(
+        regression_run, after_root_dir):
+    import shutil
+
+    pytest.importorskip("onnxruntime")
+    run_dir = regression_run["run_dir"]
+    keras_only = after_root_dir / "diabetes-keras-only"
+    shutil.copytree(run_dir, keras_only, dirs_exist_ok=True)
+    (keras_only / "best_model.onnx").unlink()
+    rows = [[0.01 * (i + j) for j in range(10)] for i in range(3)]
+    serve = Serve("--artifacts-root", str(after_root_dir))
+    try:
+        serve.send({"id": "onnx", "op": "predict", "run": run_dir.name, "x": rows})
+        onnx = serve.until(lambda m: m.get("id") == "onnx")["result"]
+        assert onnx["status"] == "success" and onnx["engine"] == "onnx" and len(onnx["predictions"]) == 3
+        serve.send({"id": "keras", "op": "predict", "run": keras_only.name, "x": rows})
+        ack = serve.until(lambda m: m.get("id") == "keras" and "result" in m)["result"]
+        assert ack["status"] == "queued" and ack["run_id"] == keras_only.name
+        done = serve.until(lambda m: m.get("id") == "keras" and "done" in m)
+        assert done["job_id"] == ack["job_id"]
+        keras = done["done"]
+        assert keras["status"] == "success" and keras["engine"] == "keras", keras
+        assert keras["predictions"] == pytest.approx(onnx["predictions"], rel=1e-3, abs=1e-3)
+        serve.send({"id": "ping", "op": "ping"})
+        assert serve.until(lambda m: m.get("id") == "ping")["result"]["tensorflow_loaded"] is False
+        serve.send({"id": "jobs", "op": "jobs"})
+        listed = serve.until(lambda m: m.get("id") == "jobs")["result"]["jobs"]
+        assert [(job["op"], job["status"]) for job in listed] == [("predict", "success")]
+    finally:
+        serve.process.stdin.close()
+        serve.process.wait(timeout=60)
+        shutil.rmtree(keras_only, ignore_errors=True)

@@ -122,9 +122,14 @@ def _check_name(name: Any) -> None:
         )
 
 
-def _as_array(value: Any, loc: str) -> Any:
+def array_from(value: Any, loc: str) -> Any:
     """numpy arrays as they are; bytes with dtype and shape through np.frombuffer (no copy);
-    an .npy file as a memory map; anything else (lists) normalized for make_dataset."""
+    an .npy file as a memory map; anything else (lists) normalized for make_dataset.
+    DatasetError names the field (``loc``) that is wrong."""
+    return _as_array(value, loc)
+
+
+def _as_array(value: Any, loc: str) -> Any:
     if isinstance(value, np.ndarray):
         return value
     if isinstance(value, dict):

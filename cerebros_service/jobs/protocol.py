@@ -14,11 +14,22 @@ in Elixir. Bad requests get a ``validation_error`` result naming the key.
 | status / cancel | job_id | the job's status |
 | result | job_id, timeout | the result once ended (waiting up to timeout, at most 5 s), else the status |
 | jobs | | ``{"status": "ok", "jobs": [...]}`` |
-| register_dataset | name, x, y, task, replace, data_root | ``registry.register_dataset`` |
+| register_dataset | name, x, y, task, replace, own_files | ``registry.register_dataset`` |
 | unregister_dataset | name | ``{"status": "ok", "unregistered": bool}`` |
 | list_datasets | | ``{"status": "ok", "datasets": [...]}`` |
 | configure | max_concurrent_jobs | ``{"status": "ok", "max_concurrent_jobs"}`` |
 | shutdown | timeout | ``{"status": "ok", "cancelled", "unfinished"}`` |
+| predict | run, x, opts | ``prediction.predict`` (ONNX here), or ``{"job_id", "status": "queued"}`` (Keras) |
+
+Files a request names (``{"npy": path}`` arrays) must lie under the operator's data
+root (``operator_config.data_root()``); a request cannot name another root. Arrays
+(``x``, ``y``) may also be ``{"data": bytes, "dtype", "shape"}`` buffers (Pythonx).
+
+``predict`` never loads TensorFlow in this process (the BEAM's, through Pythonx): a
+run it would answer with ``best_model.onnx`` is predicted here at once; one that
+needs the Keras model (no ONNX file, or ``opts.engine: "keras"``) is predicted in a
+worker process of the job runner's process executor, as a job whose end is pushed
+to ``notify`` like a search's (``{"job_id", "done": result}``).
 """
 
 from __future__ import annotations
@@ -43,11 +54,12 @@ OPS: dict[str, tuple[set[str], set[str]]] = {
     "result": ({"job_id"}, {"timeout"}),
     "cancel": ({"job_id"}, set()),
     "jobs": (set(), set()),
-    "register_dataset": ({"name", "x", "y"}, {"task", "replace", "data_root", "own_files"}),
+    "register_dataset": ({"name", "x", "y"}, {"task", "replace", "own_files"}),
     "unregister_dataset": ({"name"}, set()),
     "list_datasets": (set(), set()),
     "configure": (set(), {"max_concurrent_jobs"}),
     "shutdown": (set(), {"timeout"}),
+    "predict": ({"run", "x"}, {"opts"}),
 }
 
 
@@ -171,24 +183,50 @@ def _jobs(request: dict, notify: Any) -> dict:
 def _register(request: dict, notify: Any) -> dict:
     from ..data.registry import register_dataset
 
-    data_root = request.get("data_root")
-    x, y = (_confined(request[key], key, data_root) for key in ("x", "y"))
+    x, y = (_confined(request[key], key) for key in ("x", "y"))
     return register_dataset(request["name"], x, y, request.get("task", "auto"),
                             replace=request.get("replace", False), own_files=request.get("own_files", False))
 
 
-def _confined(value: Any, loc: str, data_root: Any) -> Any:
-    """An ``{"npy": path}`` array must lie under the data root, like csv/npz sources."""
+def _confined(value: Any, loc: str) -> Any:
+    """An ``{"npy": path}`` array must lie under the operator's data root, like csv/npz
+    sources; without a data root it is a dataset_error at ``[loc, "npy"]``."""
     if not (isinstance(value, dict) and len(value) == 1):
         return value
     ((key, path),) = value.items()
     if normalize(key, root=loc) != "npy":
         return value
     from ..data.files import resolve_under_root
+    from ..operator_config import data_root
 
-    root = normalize(data_root, root="data_root") if data_root is not None else (
-        os.environ.get("CEREBROS_DATA_ROOT") or os.getcwd())
-    return {"npy": str(resolve_under_root(normalize(path, root=loc), root, (loc, "npy")))}
+    return {"npy": str(resolve_under_root(normalize(path, root=loc), data_root(), (loc, "npy")))}
+
+
+def _predict(request: dict, notify: Any) -> dict:
+    from ..prediction import engine_for, predict
+
+    run, opts = normalize(request["run"], root="run"), normalize(request.get("opts"), root="opts")
+    x = _array_or_value(request["x"], "x")
+    if engine_for(run, opts) != "keras":  # ONNX, or a refusal: nothing loads TensorFlow here
+        return predict(run, x, opts)
+    return _runner().submit_predict(run, x, opts, notify)
+
+
+def _array_or_value(value: Any, loc: str) -> Any:
+    """A ``{"data", "dtype", "shape"}`` buffer or an ``{"npy": path}`` file (under the data
+    root) as a numpy array in memory; any other ``x`` (rows, records, a source) as it is."""
+    if not isinstance(value, dict):
+        return value
+    keys = {normalize(key, root=loc) for key in value}
+    if keys != {"npy"} and keys != {"data", "dtype", "shape"}:
+        return value
+    import numpy as np
+
+    from ..data.registry import array_from
+
+    array = array_from(_confined(value, loc), loc)
+    # A file's rows in memory: the caller may delete the file once this request is answered.
+    return np.array(array) if isinstance(array, np.memmap) else array
 
 
 def _unregister(request: dict, notify: Any) -> dict:
@@ -216,5 +254,5 @@ def _shutdown(request: dict, notify: Any) -> dict:
 _HANDLERS: dict[str, Callable[[dict, Any], dict]] = {
     "ping": _ping, "validate": _validate, "submit": _submit, "status": _status, "result": _result,
     "cancel": _cancel, "jobs": _jobs, "register_dataset": _register, "unregister_dataset": _unregister,
-    "list_datasets": _list_datasets, "configure": _configure, "shutdown": _shutdown,
+    "list_datasets": _list_datasets, "configure": _configure, "shutdown": _shutdown, "predict": _predict,
 }

@@ -38,6 +38,10 @@ JOB_TAG = "cerebros_job"
 IDLE_CHECK_S = 30.0  # how often an idle runner thread lets executors give back idle workers
 OPERATOR_ENV_PREFIX = "CEREBROS_"
 ACTIVE_STATES = ("queued", "running", "cancelling")
+# Predictions that need the Keras model run in worker processes (see submit_predict):
+# at most this many at once, beside the searches; a worker keeps its loaded models.
+MAX_CONCURRENT_PREDICTIONS = 2
+PREDICTIONS_PER_WORKER = 1000
 
 
 class QueueFull(ServiceError):
@@ -63,7 +67,7 @@ class _Job:
 
     def status(self) -> dict:
         return {
-            "job_id": self.id, "status": self.state, "run_id": self.run_id,
+            "job_id": self.id, "op": self.task.op, "status": self.state, "run_id": self.run_id,
             "executor": self.task.executor["kind"], "worker_pid": self.info.get("worker_pid"),
             "trials_done": self.trials_done, "best_so_far": self.best_so_far,
             "submitted_at": self.submitted_at, "started_at": self.started_at, "finished_at": self.finished_at,
@@ -95,6 +99,7 @@ class JobRunner:
         self._finished: collections.deque[str] = collections.deque()
         self._threads: list[threading.Thread] = []
         self._executors: dict[str, Executor] = {}
+        self._prediction_slots = threading.BoundedSemaphore(MAX_CONCURRENT_PREDICTIONS)
         self._closing = False
 
     # ------------------------------------------------------------------ public
@@ -116,6 +121,7 @@ class JobRunner:
     def submit_checked(self, spec: Any, spec_model, opts_model, notify: Any = None) -> dict:
         """``submit`` for a request ``api.check`` accepted (``spec`` as the caller gave it)."""
         from ..boundary.normalize import normalize
+        from ..boundary.schema import SCALE_OUT_KINDS
         from ..data import registry
         from ..events import make_event_sink
 
@@ -123,11 +129,14 @@ class JobRunner:
                     else {"kind": self.default_executor, **_defaults(self.default_executor)})
         datasets = {}
         name = spec_model.dataset_id
-        if EXECUTORS[executor["kind"]].runs_elsewhere and name is not None and registry.get_dataset(name) is not None:
+        # A job placed in another process gets the registered arrays as shared files; local
+        # and scale-out jobs keep their search loop here, with this registry.
+        elsewhere = executor["kind"] not in ("local", *SCALE_OUT_KINDS) and EXECUTORS[executor["kind"]].runs_elsewhere
+        if elsewhere and name is not None and registry.get_dataset(name) is not None:
             datasets[name] = registry.shared_descriptor(name)
         job_id = "job-" + secrets.token_hex(6)
-        env = {key: value for key, value in os.environ.items() if key.startswith(OPERATOR_ENV_PREFIX)}
-        task = JobTask(job_id, normalize(spec, root="spec"), _plain_opts(opts_model), executor, datasets, env)
+        task = JobTask(job_id, normalize(spec, root="spec"), _plain_opts(opts_model), executor, datasets,
+                       _operator_env())
         listeners = []
         legacy = make_event_sink(opts_model.run_id, opts_model.on_event, opts_model.notify)
         if legacy is not None:  # opts.on_event / opts.notify get bare events, as with run_nas
@@ -147,6 +156,37 @@ class JobRunner:
             self._start_threads()
             self._wakeup.notify()
         return {"job_id": job_id, "status": "queued", "run_id": opts_model.run_id}
+
+    def submit_predict(self, run: Any, x: Any, opts: Any = None, notify: Any = None) -> dict:
+        """``prediction.predict(run, x, opts)`` in a worker process of the process executor,
+        as a job: ``{"job_id", "status": "queued", "run_id"}`` at once, its result pushed to
+        ``notify`` as ``{"job_id", "done": result}`` (and kept for ``result``).
+
+        For the Keras model, so this process never imports TensorFlow. It does not wait
+        behind searches: each runs on a thread of its own, at most
+        MAX_CONCURRENT_PREDICTIONS at once, and reuses idle workers (TensorFlow and the
+        models they loaded stay there). ``x`` is plain data or a numpy array (it pickles).
+        """
+        from pathlib import PurePath
+
+        run_id = PurePath(run).name if isinstance(run, str) else None
+        task = JobTask("job-" + secrets.token_hex(6), {"run": run, "x": x}, {} if opts is None else opts,
+                       {"kind": "process", "max_jobs_per_worker": PREDICTIONS_PER_WORKER},
+                       env=_operator_env(), op="predict")
+        listeners = [] if notify is None else [notify if callable(notify) else pythonx_sender(notify)]
+        job = _Job(task, run_id, listeners)
+        with self._lock:
+            if self._closing:
+                raise ServiceError("the job runner is shutting down; predict again after a restart")
+            job.state, job.started_at = "running", utc_timestamp()
+            self._jobs[job.id] = job
+        threading.Thread(target=self.thread_entry, args=(lambda: self._predict(job),), daemon=True,
+                         name=f"cerebros-predict-{job.id}").start()
+        return {"job_id": job.id, "status": "queued", "run_id": run_id}
+
+    def _predict(self, job: _Job) -> None:
+        with self._prediction_slots:
+            self._run(job)
 
     def status(self, job_id: Any) -> dict:
         job, failure = self._find(job_id)
@@ -276,6 +316,11 @@ class JobRunner:
             if executor is None:
                 executor = self._executors[kind] = EXECUTORS[kind]()
             return executor
+
+
+def _operator_env() -> dict:
+    """The operator's settings in force now (CEREBROS_* variables), for a job's worker."""
+    return {key: value for key, value in os.environ.items() if key.startswith(OPERATOR_ENV_PREFIX)}
 
 
 def _defaults(kind: str) -> dict:

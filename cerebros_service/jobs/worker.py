@@ -1,7 +1,8 @@
 """What runs a job's search, in this process or in a worker process.
 
 ``run_task`` is the one path every executor ends in: attach the datasets a task
-shares, validate its request here, search, answer a result dict (never raises).
+shares, validate its request here, search, answer a result dict (never raises); a
+``predict`` task (the job protocol's Keras predictions) answers ``prediction.predict``.
 ``worker_main`` is the entry point of a spawned worker process: tasks and cancel
 requests arrive on one pipe, events and results leave on another. Both are
 top-level functions over plain data, so any process can run them.
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 
 def run_task(task: JobTask, on_event: Callable[[dict], None], should_stop: Callable[[], bool]) -> dict:
+    if task.op == "predict":  # short: nothing to cancel or report
+        from ..prediction import predict
+
+        return predict(task.spec["run"], task.spec["x"], task.opts)
     from ..api import check, run_checked
     from ..boundary.schema import SCALE_OUT_KINDS
     from ..boundary.results import failure_result

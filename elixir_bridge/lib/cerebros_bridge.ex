@@ -18,9 +18,12 @@ defmodule CerebrosBridge do
   but for bad bridge options (`ArgumentError`).
 
   Bridge options (atom keys: `:invoker`, `:timeout_ms`, `:notify`,
-  `:max_concurrent_jobs`, `:python_executable`, `:python_path`, `:data_root`) are
-  taken out of the options, per call or from `config :cerebros_bridge`; everything
-  else goes to Python.
+  `:max_concurrent_jobs`, `:python_executable`, `:python_path`) are taken out of the
+  options, per call or from `config :cerebros_bridge`; everything else goes to Python.
+  The operator's settings (`:data_root`, `:artifacts_root`, `:limits`) come from
+  `config :cerebros_bridge` only: no call can name or widen them.
+
+  After a search, `predict/3` applies a run's best model to new samples.
 
   See docs/elixir.md for set-up, concurrency, cancellation and telemetry.
   """
@@ -42,34 +45,35 @@ defmodule CerebrosBridge do
     {config, python_opts} = Config.split(opts)
 
     span(:run_nas, config, python_opts, fn invoker ->
-      with {:ok, job} <- submit(invoker, spec, python_opts, config) do
-        case await(job, config.timeout_ms) do
-          {:error, %Error{type: :timeout} = error} ->
-            cancel(job)
-
-            status =
-              with {:ok, %{"status" => status}} <- await(job, 10_000),
-                   do: status,
-                   else: (_ -> "cancelling")
-
-            details = %{
-              "timeout_ms" => config.timeout_ms,
-              "job_id" => job.id,
-              "job_status" => status
-            }
-
-            {:error,
-             %{
-               error
-               | message: "no result within #{config.timeout_ms} ms; the job was cancelled",
-                 details: details
-             }}
-
-          result ->
-            result
-        end
-      end
+      with {:ok, job} <- submit(invoker, spec, python_opts, config),
+           do: await_or_cancel(job, config.timeout_ms)
     end)
+  end
+
+  # The job's result within `timeout_ms`, else the job is cancelled and a timeout error
+  # names it and its final status.
+  defp await_or_cancel(job, timeout_ms) do
+    case await(job, timeout_ms) do
+      {:error, %Error{type: :timeout} = error} ->
+        cancel(job)
+
+        status =
+          with {:ok, %{"status" => status}} <- await(job, 10_000),
+               do: status,
+               else: (_ -> "cancelling")
+
+        details = %{"timeout_ms" => timeout_ms, "job_id" => job.id, "job_status" => status}
+
+        {:error,
+         %{
+           error
+           | message: "no result within #{timeout_ms} ms; the job was cancelled",
+             details: details
+         }}
+
+      result ->
+        result
+    end
   end
 
   @doc """
@@ -172,9 +176,44 @@ defmodule CerebrosBridge do
       "replace" => Keyword.get(python, :replace, false)
     }
 
-    span(:register_dataset, config, %{}, fn
-      :subprocess -> config |> CerebrosBridge.Serve.register_dataset(request) |> answer()
-      :pythonx -> python(:pythonx, config, request)
+    span(:register_dataset, config, %{}, &python(&1, config, request))
+  end
+
+  @doc """
+  Predicts with the best model of a finished run: `run` is its run id (under the
+  artifacts root) or its folder's path. `x` is an `Nx.Tensor`, a `{binary, dtype,
+  shape}` tuple (samples × features, as for `register_dataset/4`), a list of rows or
+  of `%{feature name => value}` records, or a source map (`%{source: "csv", path:
+  ...}`, docs/using-the-result.md).
+
+  Options: Python's (`probabilities:` true, `batch_size:` 4096, `engine:` `"auto"` |
+  `"onnx"` | `"keras"`) and the bridge options (`:timeout_ms` bounds the wait).
+  `{:ok, %{"status" => "success", "predictions" => [...], "probabilities", "classes",
+  "engine", "n_samples", "run_id", "task"}}` or `{:error, %Error{}}`.
+
+  A run with `best_model.onnx` is predicted with onnxruntime at once, without
+  TensorFlow; one that needs the Keras model (no ONNX file, or `engine: "keras"`) is
+  predicted in a worker process, as a short job (through Pythonx, TensorFlow never
+  loads in the BEAM's OS process).
+  """
+  @spec predict(String.t(), term(), opts()) :: result()
+  def predict(run, x, opts \\ []) when is_binary(run) and (is_list(opts) or is_map(opts)) do
+    {config, python_opts} = Config.split(opts)
+
+    request = %{
+      "op" => "predict",
+      "run" => run,
+      # A source map as it is; an array as a buffer (binary) or a list (rows, records).
+      "x" => stringify_keys(if is_map(x) and not is_struct(x), do: x, else: Tensor.to_buffer(x)),
+      "opts" => stringify_keys(python_opts)
+    }
+
+    span(:predict, config, %{}, fn invoker ->
+      # A job when the Keras model runs in a worker; else the answer itself.
+      case JobServer.start(transport(invoker), request, config) do
+        {:ok, %Job{} = job} -> await_or_cancel(job, config.timeout_ms)
+        answer -> answer
+      end
     end)
   end
 

@@ -27,6 +27,8 @@ class JobTask:
     ``executor`` the executor options (``{"kind": …, …}``); ``env`` the operator's
     settings in force at submit (the ``CEREBROS_*`` environment variables: data and
     artifacts roots, limits), which a worker process applies before the search.
+    ``op`` is ``"search"``, or ``"predict"``: then ``spec`` is ``{"run", "x"}`` and
+    ``opts`` predict's opts (``prediction.predict`` in the worker, for the Keras model).
     """
 
     job_id: str
@@ -35,6 +37,7 @@ class JobTask:
     executor: dict
     datasets: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)
+    op: str = "search"
 
 
 class Executor(ABC):

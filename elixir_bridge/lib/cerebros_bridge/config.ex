@@ -1,6 +1,8 @@
 defmodule CerebrosBridge.Config do
   @moduledoc false
-  # Bridge options: per call, over `config :cerebros_bridge, ...`, over defaults.
+  # Bridge options: per call, over `config :cerebros_bridge, ...`, over defaults; and
+  # the operator's settings (`data_root`, `artifacts_root`, `limits`), which only the
+  # application config sets: a call cannot name them (Keyword.validate! refuses them).
 
   @root Path.expand("../../..", __DIR__)
 
@@ -10,21 +12,30 @@ defmodule CerebrosBridge.Config do
             timeout_ms: 600_000,
             notify: nil,
             max_concurrent_jobs: 1,
-            data_root: nil
+            data_root: nil,
+            artifacts_root: nil,
+            limits: %{}
 
   @type t :: %__MODULE__{}
 
-  # What each option must be (checked by valid?/2).
+  # What each per-call option must be (checked by valid?/2).
   @expected [
     invoker: ":auto, :pythonx or :subprocess",
     python_executable: "a string",
     python_path: "a string or a list of strings",
     timeout_ms: "a positive integer or :infinity",
     notify: "a pid",
-    max_concurrent_jobs: "an integer from 1 to 64",
-    data_root: "a string"
+    max_concurrent_jobs: "an integer from 1 to 64"
   ]
   @keys Keyword.keys(@expected)
+
+  # The limits of cerebros_service/operator_config.py (`Limits`), each set in Python as
+  # CEREBROS_<NAME upper-cased>; a :python test checks this list against Python's.
+  @limit_names ~w(max_file_bytes max_npz_member_bytes max_csv_line_bytes max_cells
+                  max_candidate_params max_fused_params max_error_details)
+
+  @doc false
+  def limit_names, do: @limit_names
 
   # Splits call options (a keyword list, or a map: atom keys that are bridge options
   # are the bridge's, every other key goes to Python) into {config, python_opts}.
@@ -40,12 +51,7 @@ defmodule CerebrosBridge.Config do
   def resolve(opts) do
     opts = Keyword.validate!(opts, @keys)
     env = Application.get_all_env(:cerebros_bridge) |> Keyword.take(@keys -- [:notify])
-
-    defaults = [
-      python_executable: default_python(),
-      python_path: default_python_path(),
-      data_root: default_data_root()
-    ]
+    defaults = [python_executable: default_python(), python_path: default_python_path()]
 
     config = struct!(__MODULE__, defaults |> Keyword.merge(env) |> Keyword.merge(opts))
     config = %{config | python_path: List.wrap(config.python_path)}
@@ -58,8 +64,18 @@ defmodule CerebrosBridge.Config do
     %{
       config
       | python_path: Enum.map(config.python_path, &Path.expand/1),
-        data_root: Path.expand(config.data_root)
+        data_root: root(:data_root, System.get_env("CEREBROS_DATA_ROOT")),
+        artifacts_root: root(:artifacts_root, nil),
+        limits: limits(Application.get_env(:cerebros_bridge, :limits, %{}))
     }
+  end
+
+  # The operator's settings that are set, for Python's operator_config.configure/3.
+  @spec operator(t()) :: map()
+  def operator(config) do
+    %{"data_root" => config.data_root, "artifacts_root" => config.artifacts_root}
+    |> Map.reject(fn {_key, value} -> is_nil(value) end)
+    |> then(&if config.limits == %{}, do: &1, else: Map.put(&1, "limits", config.limits))
   end
 
   defp valid?(:invoker, value), do: value in [:auto, :pythonx, :subprocess]
@@ -68,6 +84,47 @@ defmodule CerebrosBridge.Config do
   defp valid?(:notify, value), do: value == nil or is_pid(value)
   defp valid?(:max_concurrent_jobs, value), do: value in 1..64
   defp valid?(_string_option, value), do: is_binary(value)
+
+  # A root from the application config (else `fallback`), as an absolute path.
+  defp root(key, fallback) do
+    case Application.get_env(:cerebros_bridge, key) || fallback do
+      nil ->
+        nil
+
+      path when is_binary(path) and path != "" ->
+        Path.expand(path)
+
+      other ->
+        raise ArgumentError,
+              "config :cerebros_bridge, #{inspect(key)} must be a folder's path (a string), got: #{inspect(other)}"
+    end
+  end
+
+  # %{"max_file_bytes" => 1_000_000, ...} from a map or keyword list with atom or string keys.
+  defp limits(limits) when is_map(limits) or is_list(limits) do
+    Map.new(limits, fn
+      {name, value} when (is_atom(name) or is_binary(name)) and is_integer(value) and value > 0 ->
+        name = to_string(name)
+
+        unless name in @limit_names do
+          raise ArgumentError,
+                "config :cerebros_bridge, :limits: unknown limit #{inspect(name)}; known: #{Enum.join(@limit_names, ", ")}"
+        end
+
+        {name, value}
+
+      other ->
+        raise ArgumentError,
+              "config :cerebros_bridge, :limits: each entry must be a limit's name and a positive integer, got: #{inspect(other)}"
+    end)
+  end
+
+  defp limits(other),
+    do:
+      raise(
+        ArgumentError,
+        "config :cerebros_bridge, :limits must be a map or keyword list, got: #{inspect(other)}"
+      )
 
   # CEREBROS_PYTHON, else this checkout's virtual environment, else python3.
   defp default_python do
@@ -78,7 +135,4 @@ defmodule CerebrosBridge.Config do
   # The directory holding the `cerebros_service` package, when this checkout has it.
   defp default_python_path,
     do: if(File.exists?(Path.join(@root, "cerebros_service/__init__.py")), do: [@root], else: [])
-
-  # Python's own default: the operator's data root, else its working directory.
-  defp default_data_root, do: System.get_env("CEREBROS_DATA_ROOT") || File.cwd!()
 end

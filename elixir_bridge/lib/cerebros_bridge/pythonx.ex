@@ -15,14 +15,19 @@ defmodule CerebrosBridge.Pythonx do
 
   # Evaluated once. `thread_entry` is defined by this eval on purpose: a Python thread
   # can message Elixir (and print) only when its first frame comes from an eval's code.
+  # `operator` (JSON) holds the operator's settings that are configured (data_root,
+  # artifacts_root, limits); the answer of configure is left in `configured` (JSON).
   @init_code """
-  import sys
+  import json, sys
   for _entry in reversed(paths):
       _entry = _entry.decode() if isinstance(_entry, bytes) else str(_entry)
       if _entry not in sys.path:
           sys.path.insert(0, _entry)
-  from cerebros_service import jobs
+  from cerebros_service import jobs, operator_config
   from cerebros_service.jobs.protocol import call
+  from cerebros_service.jsonsafe import dumps
+
+  configured = dumps(operator_config.configure(**json.loads(operator)))
 
   def thread_entry(loop):
       loop()
@@ -62,15 +67,16 @@ defmodule CerebrosBridge.Pythonx do
           {:ok, map()} | {:error, Error.t()}
   def request(config, request, subscriber \\ nil) do
     mod = pythonx_module()
-    # Terms JSON cannot carry go as they are, for Python to name what is wrong.
+    # Binary arrays go as terms (Python bytes, read in place), and so do terms JSON
+    # cannot carry, for Python to name what is wrong.
     payload =
-      with false <- request["op"] == "register_dataset",
+      with false <- Enum.any?(["x", "y"], &match?(%{"data" => _}, request[&1])),
            {:ok, json} <- JSON.encode(request),
            do: json,
            else: (_ -> request)
 
     with {:ok, call} <- entry_point(mod, config),
-         {:ok, object} <-
+         {:ok, object, _globals} <-
            eval(mod, "call(request, notify)", %{
              "call" => call,
              "request" => payload,
@@ -103,9 +109,19 @@ defmodule CerebrosBridge.Pythonx do
   end
 
   defp import_once(mod, key, config) do
+    case :persistent_term.get(key, nil) do
+      nil -> initialize(mod, key, config)
+      call -> {:ok, call}
+    end
+  end
+
+  # Imports the protocol and configures the operator's settings; the entry point is kept
+  # only when Python accepted them (else the next call tries again).
+  defp initialize(mod, key, config) do
     globals = %{
       "paths" => config.python_path,
-      "max_concurrent_jobs" => config.max_concurrent_jobs
+      "max_concurrent_jobs" => config.max_concurrent_jobs,
+      "operator" => JSON.encode!(CerebrosBridge.Config.operator(config))
     }
 
     # Output of Python's threads goes to devices that outlive the calling process.
@@ -114,14 +130,24 @@ defmodule CerebrosBridge.Pythonx do
       stderr_device: Process.whereis(:standard_error)
     ]
 
-    case :persistent_term.get(key, nil) || eval(mod, @init_code, globals, devices) do
-      {:ok, nil} ->
+    with {:ok, call, out} when call != nil <- eval(mod, @init_code, globals, devices),
+         {:ok, %{"status" => "configured"}} <- decode_message(out["configured"]) do
+      :persistent_term.put(key, call)
+      :persistent_term.put({__MODULE__, :ready, mod}, true)
+      {:ok, call}
+    else
+      {:ok, nil, _globals} ->
         {:error, Error.new(:unavailable, "importing cerebros_service returned nothing")}
 
-      {:ok, call} ->
-        :persistent_term.put(key, call)
-        :persistent_term.put({__MODULE__, :ready, mod}, true)
-        {:ok, call}
+      {:ok, %{} = refused} ->
+        error = Error.from_result(refused)
+
+        {:error,
+         %{
+           error
+           | type: :unavailable,
+             message: "cerebros_service refused config :cerebros_bridge: " <> error.message
+         }}
 
       {:error, error} ->
         {:error,
@@ -130,16 +156,13 @@ defmodule CerebrosBridge.Pythonx do
            | type: :unavailable,
              message: "cannot import cerebros_service: " <> error.message
          }}
-
-      call ->
-        {:ok, call}
     end
   end
 
   defp eval(mod, code, globals, opts \\ []) do
     if Code.ensure_loaded?(mod) do
-      {result, _globals} = apply(mod, :eval, [code, globals, opts])
-      {:ok, result}
+      {result, globals} = apply(mod, :eval, [code, globals, opts])
+      {:ok, result, globals}
     else
       {:error,
        Error.new(

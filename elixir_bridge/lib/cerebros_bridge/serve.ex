@@ -1,12 +1,18 @@
 defmodule CerebrosBridge.Serve do
   @moduledoc false
   # The subprocess invoker: one long-lived `python -m cerebros_service serve` per
-  # {python_executable, python_path, max_concurrent_jobs}, started on first use, behind
-  # a Port. It speaks the job protocol of the Pythonx invoker as JSON lines
-  # (docs/architecture.md): a request line with an id gets one `{"id", "result"}` line
+  # {python_executable, python_path, max_concurrent_jobs} and operator settings, started
+  # on first use, behind a Port. It speaks the job protocol of the Pythonx invoker as
+  # JSON lines (docs/architecture.md): a request line with an id gets one `{"id", "result"}` line
   # at once; a submitted job later sends `{"id", "job_id", "event"}` lines and one
   # `{"id", "job_id", "done"}` line, forwarded to its subscriber as `{:cerebros_job, map}`.
   # Searches run in worker processes of that Python, so it never loads TensorFlow.
+  #
+  # The operator's settings (config :cerebros_bridge, data_root/artifacts_root/limits)
+  # become `--data-root`, `--artifacts-root` and CEREBROS_MAX_* variables. Binary
+  # arrays (register_dataset, predict) travel as .npy files under that serve process's
+  # data root: the configured one, else a private temporary folder made for it (then
+  # file sources can read only the files the bridge wrote), removed when it ends.
   #
   # stderr never mixes with the protocol: the Port runs
   #     /bin/sh -c 'f=$1; shift; exec "$@" 2>>"$f"' sh STDERR_FILE PYTHON -m cerebros_service serve
@@ -27,14 +33,27 @@ defmodule CerebrosBridge.Serve do
   @spec request(CerebrosBridge.Config.t(), map(), pid() | nil) ::
           {:ok, map()} | {:error, Error.t()}
   def request(config, request, subscriber \\ nil) do
-    case {host(config), JSON.encode(request)} do
-      {{:ok, server}, {:ok, json}} ->
+    with {:ok, server} <- host(config) do
+      {request, files} = to_files(server, request)
+      answer = send_request(server, request, subscriber)
+      # Once answered, Python has read the files (predict) or owns them (register_dataset:
+      # own_files, deleted with the dataset or at once when refused).
+      unless request["op"] == "register_dataset" and match?({:ok, _}, answer),
+        do: Enum.each(files, &File.rm/1)
+
+      answer
+    end
+  catch
+    :exit, reason ->
+      {:error, Error.new(:worker_crashed, "the serve process stopped: #{inspect(reason)}")}
+  end
+
+  defp send_request(server, request, subscriber) do
+    case JSON.encode(request) do
+      {:ok, json} ->
         GenServer.call(server, {:request, json, subscriber}, @call_timeout)
 
-      {{:error, error}, _} ->
-        {:error, error}
-
-      {_, {:error, reason}} ->
+      {:error, reason} ->
         {:error,
          Error.new(:validation_error, "the request cannot be sent as JSON: #{inspect(reason)}")}
     end
@@ -46,32 +65,41 @@ defmodule CerebrosBridge.Serve do
   @spec decode_message(map()) :: {:ok, map()}
   def decode_message(message), do: {:ok, message}
 
-  # Binary arrays travel as .npy files under the data root, which Python memory-maps
-  # (its worker processes too) and deletes when the dataset is released (own_files).
-  @spec register_dataset(CerebrosBridge.Config.t(), map()) :: {:ok, map()} | {:error, Error.t()}
-  def register_dataset(config, request) do
-    dir = Path.join(config.data_root, ".cerebros-datasets")
-    File.mkdir_p!(dir)
-    stem = Path.join(dir, "#{request["name"]}-#{System.unique_integer([:positive])}")
+  # Binary arrays (`%{"data" => binary, ...}` from Tensor.to_buffer/1) as .npy files
+  # under the serve process's data root, which Python maps (its worker processes too);
+  # a registered dataset's files are Python's to delete when it is released.
+  defp to_files(server, request) do
+    case for key <- ["x", "y"], match?(%{"data" => _}, request[key]), do: key do
+      [] ->
+        {request, []}
 
-    files =
-      for key <- ["x", "y"], match?(%{"data" => _}, request[key]), into: %{} do
-        path = "#{stem}-#{key}.npy"
-        Tensor.write_npy!(path, request[key])
-        {key, %{"npy" => path}}
-      end
+      keys ->
+        dir = Path.join(GenServer.call(server, :data_root, @call_timeout), ".cerebros-datasets")
+        File.mkdir_p!(dir)
+        stem = Path.join(dir, "#{request["op"]}-#{System.unique_integer([:positive])}")
 
-    request(
-      config,
-      Map.merge(request, files)
-      |> Map.merge(%{"data_root" => config.data_root, "own_files" => true})
-    )
+        files = for key <- keys, into: %{}, do: {key, "#{stem}-#{key}.npy"}
+        Enum.each(files, fn {key, path} -> Tensor.write_npy!(path, request[key]) end)
+
+        request =
+          Enum.reduce(files, request, fn {key, path}, r -> Map.put(r, key, %{"npy" => path}) end)
+
+        request =
+          if request["op"] == "register_dataset",
+            do: Map.put(request, "own_files", true),
+            else: request
+
+        {request, Map.values(files)}
+    end
   end
 
   # The serve process for `config` (started if needed); jobs end when it does.
   @spec host(CerebrosBridge.Config.t()) :: {:ok, pid()} | {:error, Error.t()}
   def host(config) do
-    key = {config.python_executable, config.python_path, config.max_concurrent_jobs}
+    key =
+      {config.python_executable, config.python_path, config.max_concurrent_jobs,
+       CerebrosBridge.Config.operator(config)}
+
     spec = {__MODULE__, {config, {:via, Registry, {CerebrosBridge.Registry, key}}}}
 
     case Registry.lookup(CerebrosBridge.Registry, key) do
@@ -97,18 +125,21 @@ defmodule CerebrosBridge.Serve do
       Path.join(System.tmp_dir!(), "cerebros-serve-#{System.unique_integer([:positive])}.log")
 
     File.write!(stderr, "")
+    # Without a configured data root, a folder of this serve process's own (mode 0700).
+    private = if config.data_root == nil, do: private_dir()
 
     with {:ok, python} <- find(config.python_executable), {:ok, sh} <- find("/bin/sh") do
-      serve = [
-        python,
-        "-m",
-        "cerebros_service",
-        "serve",
-        "--max-concurrent-jobs",
-        "#{config.max_concurrent_jobs}"
-      ]
+      serve =
+        [python, "-m", "cerebros_service", "serve"] ++
+          ["--max-concurrent-jobs", "#{config.max_concurrent_jobs}"] ++
+          ["--data-root", config.data_root || private] ++
+          if(config.artifacts_root, do: ["--artifacts-root", config.artifacts_root], else: [])
 
       pythonpath = Enum.join(config.python_path ++ List.wrap(System.get_env("PYTHONPATH")), ":")
+
+      limits =
+        for {name, value} <- config.limits,
+            do: {String.to_charlist("CEREBROS_" <> String.upcase(name)), ~c"#{value}"}
 
       port =
         Port.open({:spawn_executable, sh}, [
@@ -118,7 +149,7 @@ defmodule CerebrosBridge.Serve do
           :hide,
           {:line, 1_048_576},
           args: ["-c", @redirect, "sh", stderr | serve],
-          env: [{~c"PYTHONPATH", String.to_charlist(pythonpath)}]
+          env: [{~c"PYTHONPATH", String.to_charlist(pythonpath)} | limits]
         ])
 
       {:os_pid, os_pid} = Port.info(port, :os_pid)
@@ -128,6 +159,9 @@ defmodule CerebrosBridge.Serve do
          port: port,
          os_pid: os_pid,
          stderr: stderr,
+         data_root: config.data_root || private,
+         private: private,
+         failure: nil,
          acc: [],
          next_id: 1,
          pending: %{},
@@ -136,8 +170,18 @@ defmodule CerebrosBridge.Serve do
     else
       {:error, error} ->
         File.rm(stderr)
+        if private, do: File.rm_rf(private)
         {:stop, {:shutdown, error}}
     end
+  end
+
+  defp private_dir do
+    dir =
+      Path.join(System.tmp_dir!(), "cerebros-bridge-data-#{System.unique_integer([:positive])}")
+
+    File.mkdir_p!(dir)
+    File.chmod!(dir, 0o700)
+    dir
   end
 
   defp find(name) do
@@ -149,6 +193,8 @@ defmodule CerebrosBridge.Serve do
   end
 
   @impl true
+  def handle_call(:data_root, _from, state), do: {:reply, state.data_root, state}
+
   def handle_call({:request, json, subscriber}, from, state) do
     id = state.next_id
     Port.command(state.port, [~s({"id":#{id},), binary_part(json, 1, byte_size(json) - 1), ?\n])
@@ -174,6 +220,10 @@ defmodule CerebrosBridge.Serve do
     state = %{state | acc: []}
 
     case JSON.decode(line) do
+      # Answered to no request: serve refused to start (e.g. a --data-root that is no folder).
+      {:ok, %{"id" => nil, "result" => %{"status" => "failed"} = failure}} ->
+        {:noreply, %{state | failure: failure}}
+
       {:ok, %{"id" => id, "result" => result}} ->
         {from, pending} = Map.pop(state.pending, id)
         if from, do: GenServer.reply(from, {:ok, result})
@@ -206,6 +256,8 @@ defmodule CerebrosBridge.Serve do
     tail = tail(state.stderr)
     last = tail |> String.split("\n", trim: true) |> List.last()
 
+    last = if state.failure, do: state.failure["error"], else: last
+
     message =
       "the Python serve process exited (status #{status})" <> if(last, do: ": " <> last, else: "")
 
@@ -213,7 +265,8 @@ defmodule CerebrosBridge.Serve do
       Error.new(:worker_crashed, message, %{
         "exit_status" => status,
         "os_pid" => state.os_pid,
-        "stderr_tail" => tail
+        "stderr_tail" => tail,
+        "error_details" => (state.failure || %{})["error_details"] || []
       })
 
     for {_id, from} <- state.pending, do: GenServer.reply(from, {:error, error})
@@ -241,13 +294,21 @@ defmodule CerebrosBridge.Serve do
     # End of input: Python cancels its jobs and exits; past a grace time, it and its
     # worker processes (its process group) are killed.
     if state.port do
-      Port.close(state.port)
+      close(state.port)
 
       unless exited?(state.os_pid, 30),
         do: System.cmd("kill", ["-s", "KILL", "--", "-#{state.os_pid}"], stderr_to_stdout: true)
     end
 
     File.rm(state.stderr)
+    if state.private, do: File.rm_rf(state.private)
+  end
+
+  # A Port whose program has just exited (its exit_status not read yet) is closed already.
+  defp close(port) do
+    Port.close(port)
+  rescue
+    ArgumentError -> :ok
   end
 
   defp exited?(os_pid, tries) do

@@ -1,6 +1,6 @@
 defmodule CerebrosBridge.Tensor do
   @moduledoc false
-  # Arrays for `register_dataset`: an `Nx.Tensor` (when Nx is loaded) or a
+  # Arrays for `register_dataset` and `predict`: an `Nx.Tensor` (when Nx is loaded) or a
   # `{binary, dtype, shape}` tuple becomes `%{"data" => binary, "dtype" => "float32",
   # "shape" => [n, m]}`, read by Python with `np.frombuffer` (no copy); lists pass as
   # they are. dtype: an Nx type (`{:f, 32}`), its short atom (`:f32`, `:s64`, `:u8`) or

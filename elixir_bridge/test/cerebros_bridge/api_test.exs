@@ -45,6 +45,43 @@ defmodule CerebrosBridge.APITest do
     assert_raise FunctionClauseError, fn -> CerebrosBridge.run_nas([dataset_id: "iris"], []) end
   end
 
+  test "the operator's roots and limits are the application config's: a call cannot name them" do
+    for {key, value} <- [data_root: "/", artifacts_root: "/tmp", limits: %{max_cells: 1}] do
+      assert_raise ArgumentError, ~r/unknown keys \[#{inspect(key)}\]/, fn ->
+        CerebrosBridge.register_dataset("d", [[1.0]], [0], [{key, value}])
+      end
+
+      assert_raise ArgumentError, ~r/unknown keys \[#{inspect(key)}\]/, fn ->
+        CerebrosBridge.ping([{key, value}])
+      end
+    end
+
+    assert Double.calls() == []
+
+    # In run_nas/validate options it is no bridge option: it reaches Python as
+    # opts.data_root, which may only narrow the operator's root (docs/contract.md).
+    assert {:ok, _} = CerebrosBridge.run_nas(%{dataset_id: "iris"}, data_root: "team")
+    assert submitted_opts() == %{"data_root" => "team"}
+  end
+
+  test "bad operator settings in the application config fail loudly, naming the key" do
+    for {key, value, message} <- [
+          {:data_root, 42, ~r/:data_root must be a folder's path/},
+          {:artifacts_root, ~c"runs", ~r/:artifacts_root must be a folder's path/},
+          {:limits, %{max_rows: 5}, ~r/unknown limit "max_rows"; known: max_file_bytes/},
+          {:limits, [max_cells: 0], ~r/a positive integer, got: {:max_cells, 0}/},
+          {:limits, "big", ~r/:limits must be a map or keyword list/}
+        ] do
+      Application.put_env(:cerebros_bridge, key, value)
+
+      try do
+        assert_raise ArgumentError, message, fn -> CerebrosBridge.ping() end
+      after
+        Application.delete_env(:cerebros_bridge, key)
+      end
+    end
+  end
+
   test "options as a map: string keys are Python's opts, atom bridge keys still the bridge's" do
     assert {:ok, %{"status" => "success"}} =
              CerebrosBridge.run_nas(%{"dataset_id" => "iris"}, %{

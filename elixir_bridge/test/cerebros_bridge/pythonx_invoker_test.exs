@@ -38,7 +38,8 @@ defmodule CerebrosBridge.PythonxInvokerTest do
 
     assert init_globals == %{
              "paths" => {:list, [{:bytes, "/opt/somewhere"}]},
-             "max_concurrent_jobs" => 2
+             "max_concurrent_jobs" => 2,
+             "operator" => {:bytes, "{}"}
            }
 
     calls = protocol_calls()
@@ -163,6 +164,111 @@ defmodule CerebrosBridge.PythonxInvokerTest do
     tensor = %Nx.Tensor{data: data, type: {:f, 32}, shape: {2}}
     assert {:ok, _} = CerebrosBridge.register_dataset("vector", tensor, [0, 1], invoker: :pythonx)
     assert Map.new(elem(Double.datasets()["vector"], 1))[{:bytes, "shape"}] == {:list, [2]}
+  end
+
+  describe "the operator's settings" do
+    setup do
+      dir =
+        Path.join(System.tmp_dir!(), "cerebros-operator-#{System.unique_integer([:positive])}")
+
+      File.mkdir_p!(dir)
+
+      on_exit(fn ->
+        for key <- [:data_root, :artifacts_root, :limits],
+            do: Application.delete_env(:cerebros_bridge, key)
+
+        File.rm_rf(dir)
+      end)
+
+      {:ok, dir: dir}
+    end
+
+    test "the init eval configures the ones set in the application config, and only those",
+         %{dir: dir} do
+      Application.put_env(:cerebros_bridge, :data_root, dir)
+      Application.put_env(:cerebros_bridge, :limits, max_file_bytes: 1_000, max_cells: 50)
+      assert {:ok, _} = CerebrosBridge.validate(%{dataset_id: "iris"}, invoker: :pythonx)
+
+      assert Double.operator() == %{
+               "data_root" => dir,
+               "limits" => %{"max_file_bytes" => 1_000, "max_cells" => 50}
+             }
+
+      Application.put_env(:cerebros_bridge, :artifacts_root, Path.join(dir, "runs"))
+      CerebrosBridge.Pythonx.reset()
+      assert {:ok, _} = CerebrosBridge.ping(invoker: :pythonx)
+      assert Double.operator()["artifacts_root"] == Path.join(dir, "runs")
+    end
+
+    test "settings Python refuses are an :unavailable error naming the key; the next call tries again",
+         %{dir: dir} do
+      Application.put_env(:cerebros_bridge, :data_root, Path.join(dir, "missing"))
+
+      assert {:error, %Error{type: :unavailable, message: message, details: [detail]}} =
+               CerebrosBridge.validate(%{dataset_id: "iris"}, invoker: :pythonx)
+
+      assert message =~ "refused config :cerebros_bridge" and detail["loc"] == ["data_root"]
+      Application.put_env(:cerebros_bridge, :data_root, dir)
+      assert {:ok, _} = CerebrosBridge.validate(%{dataset_id: "iris"}, invoker: :pythonx)
+      assert Double.imports() == 2
+    end
+  end
+
+  describe "predict/3" do
+    test "an ONNX run is answered at once; rows go as JSON, a binary as bytes" do
+      assert {:ok, %{"status" => "success", "engine" => "onnx", "predictions" => [5.1, 6.7]}} =
+               CerebrosBridge.predict("onnx-run", [[5.1, 3.5], [6.7, 3.0]],
+                 invoker: :pythonx,
+                 probabilities: false
+               )
+
+      [first] = protocol_calls()
+
+      assert request_of(first) == %{
+               "op" => "predict",
+               "run" => "onnx-run",
+               "x" => [[5.1, 3.5], [6.7, 3.0]],
+               "opts" => %{"probabilities" => false}
+             }
+
+      data = <<1.0::float-32-native, 2.0::float-32-native>>
+      tensor = %Nx.Tensor{data: data, type: {:f, 32}, shape: {1, 2}}
+
+      for x <- [{data, :f32, {1, 2}}, tensor] do
+        assert {:ok, %{"predictions" => [8]}} =
+                 CerebrosBridge.predict("onnx-run", x, invoker: :pythonx)
+      end
+
+      {_code, %{"request" => {:dict, pairs}}} = List.last(protocol_calls())
+      {_, {:dict, x}} = List.keyfind(pairs, {:bytes, "x"}, 0)
+
+      assert Map.new(x) == %{
+               {:bytes, "data"} => {:bytes, data},
+               {:bytes, "dtype"} => {:bytes, "float32"},
+               {:bytes, "shape"} => {:list, [1, 2]}
+             }
+    end
+
+    test "a Keras run is a job in a worker: its done message is the answer" do
+      assert {:ok, %{"status" => "success", "engine" => "keras", "predictions" => [1, 2]}} =
+               CerebrosBridge.predict("keras-run", [[1, 0], [2, 0]], invoker: :pythonx)
+
+      # The job's messages go to the bridge's job process, not to the caller.
+      [{_code, globals}] = protocol_calls()
+      assert {:pid, job_process} = globals["notify"]
+      assert job_process != self()
+    end
+
+    test "a refused run or x is an error; a bad x is refused before Python" do
+      assert {:error, %Error{type: :validation_error, details: [%{"loc" => ["run"]}]}} =
+               CerebrosBridge.predict("nope", [[1.0]], invoker: :pythonx)
+
+      assert_raise ArgumentError, ~r/an array must be/, fn ->
+        CerebrosBridge.predict("onnx-run", {:rows, 1}, invoker: :pythonx)
+      end
+
+      assert_raise FunctionClauseError, fn -> CerebrosBridge.predict(:run, [[1.0]]) end
+    end
   end
 
   test ":auto picks Pythonx when it is loaded and initialized, else the subprocess" do

@@ -32,8 +32,8 @@ defmodule CerebrosBridge.PythonxRealTest do
     runs =
       Path.join(System.tmp_dir!(), "cerebros-pythonx-real-#{System.unique_integer([:positive])}")
 
-    # Python reads its environment once, at init.
-    System.put_env("CEREBROS_ARTIFACTS_ROOT", runs)
+    # The operator's settings: the bridge's init eval hands them to operator_config.configure.
+    Application.put_env(:cerebros_bridge, :artifacts_root, runs)
     Application.put_env(:cerebros_bridge, :pythonx_module, Pythonx)
     Application.put_env(:cerebros_bridge, :max_concurrent_jobs, 2)
     {:ok, _} = Application.ensure_all_started(:pythonx)
@@ -48,10 +48,12 @@ defmodule CerebrosBridge.PythonxRealTest do
 
     on_exit(fn ->
       Application.put_env(:cerebros_bridge, :pythonx_module, CerebrosBridge.Test.PythonxDouble)
+      Application.delete_env(:cerebros_bridge, :artifacts_root)
       File.rm_rf(runs)
     end)
 
-    {:ok, home: home, libpython: libpython, version: version, site_packages: site_packages}
+    {:ok,
+     home: home, libpython: libpython, version: version, site_packages: site_packages, runs: runs}
   end
 
   defp python(code) do
@@ -99,6 +101,35 @@ defmodule CerebrosBridge.PythonxRealTest do
                      %{"type" => "trial", "run_id" => ^run_id, "job_id" => "job-" <> _}}
 
     refute tensorflow_in_the_beam?()
+  end
+
+  test "predict after a search: ONNX in the BEAM's Python without TensorFlow, Keras in a worker",
+       %{runs: runs} do
+    assert {:ok, %{"status" => "success", "run_id" => run_id} = result} =
+             CerebrosBridge.run_nas(@tiny, budget: %{max_trials: 2, population_size: 2})
+
+    # The configured artifacts root (operator_config.configure in the init eval).
+    assert result["artifacts"]["run_dir"] == Path.join(runs, run_id)
+    assert File.exists?(result["artifacts"]["onnx_model"])
+
+    rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+    binary = for row <- rows, value <- row, into: <<>>, do: <<value::float-32-native>>
+
+    assert {:ok,
+            %{"status" => "success", "engine" => "onnx", "predictions" => predictions} = onnx} =
+             CerebrosBridge.predict(run_id, rows)
+
+    assert length(predictions) == 2 and onnx["classes"] == [0, 1, 2]
+    assert {:ok, ^onnx} = CerebrosBridge.predict(run_id, {binary, :f32, {2, 4}})
+    refute tensorflow_in_the_beam?()
+
+    assert {:ok, %{"status" => "success", "engine" => "keras", "predictions" => ^predictions}} =
+             CerebrosBridge.predict(run_id, {binary, :f32, {2, 4}}, engine: "keras")
+
+    refute tensorflow_in_the_beam?()
+
+    assert {:error, %Error{type: :validation_error, details: [%{"loc" => ["x", 0]}]}} =
+             CerebrosBridge.predict(run_id, [[1.0, 2.0]])
   end
 
   test "4 concurrent run_nas calls on the default schedulers all succeed, identical for one seed" do
@@ -224,6 +255,7 @@ defmodule CerebrosBridge.PythonxRealTest do
       {:ok, _} = Application.ensure_all_started(:pythonx)
       #{init}
       Application.put_env(:cerebros_bridge, :python_path, [#{inspect(@root)}])
+      Application.put_env(:cerebros_bridge, :artifacts_root, #{inspect(context.runs)})
       {:ok, _} = Application.ensure_all_started(:cerebros_bridge)
       {:ok, job} = CerebrosBridge.start_nas(#{inspect(@long)})
       pid = Stream.repeatedly(fn -> Process.sleep(200); CerebrosBridge.status(job) end)

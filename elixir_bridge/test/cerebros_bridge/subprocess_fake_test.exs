@@ -31,6 +31,71 @@ defmodule CerebrosBridge.SubprocessFakeTest do
     assert details["stderr_tail"] =~ "args: -m cerebros_service serve --max-concurrent-jobs 1"
   end
 
+  describe "the operator's settings" do
+    setup do
+      on_exit(fn ->
+        for key <- [:data_root, :artifacts_root, :limits],
+            do: Application.delete_env(:cerebros_bridge, key)
+      end)
+    end
+
+    # Echoes its arguments and one limit's variable to stderr, then exits.
+    defp echo_serve(dir),
+      do:
+        script(
+          dir,
+          "echo",
+          ~S(echo "args: $*" >&2; echo "cells: $CEREBROS_MAX_CELLS" >&2; exit 3)
+        )
+
+    test "serve gets the configured roots as flags and the limits as CEREBROS_MAX_* variables", %{
+      tmp_dir: dir
+    } do
+      Application.put_env(:cerebros_bridge, :data_root, Path.join(dir, "data"))
+      Application.put_env(:cerebros_bridge, :artifacts_root, Path.join(dir, "runs"))
+      Application.put_env(:cerebros_bridge, :limits, %{"max_cells" => 1_000})
+
+      assert {:error, %Error{type: :worker_crashed, details: %{"stderr_tail" => tail}}} =
+               CerebrosBridge.ping(opts(echo_serve(dir)))
+
+      assert tail =~
+               "args: -m cerebros_service serve --max-concurrent-jobs 1 --data-root #{dir}/data --artifacts-root #{dir}/runs\n"
+
+      assert tail =~ "cells: 1000\n"
+    end
+
+    test "without a configured data root serve gets a private folder, removed when it ends", %{
+      tmp_dir: dir
+    } do
+      assert {:error, %Error{details: %{"stderr_tail" => tail}}} =
+               CerebrosBridge.ping(opts(echo_serve(dir)))
+
+      [_, private] = Regex.run(~r/--data-root (\S+)\n/, tail)
+
+      assert String.starts_with?(private, System.tmp_dir!()) and
+               private =~ "cerebros-bridge-data-"
+
+      refute tail =~ "--artifacts-root"
+      assert tail =~ "cells: \n"
+      wait_until(fn -> not File.exists?(private) end)
+    end
+
+    test "a serve that refuses its settings is an error with Python's reason", %{tmp_dir: dir} do
+      refuse = ~S"""
+      echo '{"id":null,"result":{"status":"failed","error_type":"validation_error","error":"--data-root: the data root must be an existing folder","error_details":[{"loc":["data_root"],"message":"is not an existing folder"}]}}'
+      exit 2
+      """
+
+      assert {:error, %Error{type: :worker_crashed, message: message, details: details}} =
+               CerebrosBridge.ping(opts(script(dir, "refuse", refuse)))
+
+      assert message =~ "status 2" and
+               message =~ "--data-root: the data root must be an existing folder"
+
+      assert [%{"loc" => ["data_root"]}] = details["error_details"]
+    end
+  end
+
   test "a job's event and done lines reach notify and the caller; other lines are skipped", %{
     tmp_dir: dir
   } do

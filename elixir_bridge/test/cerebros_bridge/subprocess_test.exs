@@ -29,20 +29,36 @@ defmodule CerebrosBridge.SubprocessTest do
         "cerebros-bridge-subprocess-#{System.unique_integer([:positive])}"
       )
 
-    File.mkdir_p!(dir)
-    # Read by the serve processes this module starts (and their workers).
-    System.put_env("CEREBROS_ARTIFACTS_ROOT", Path.join(dir, "runs"))
-    on_exit(fn -> File.rm_rf(dir) end)
-    {:ok, dir: dir}
+    data = Path.join(dir, "data")
+    File.mkdir_p!(data)
+    # The operator's settings: the serve processes this module starts get them as flags.
+    Application.put_env(:cerebros_bridge, :data_root, data)
+    Application.put_env(:cerebros_bridge, :artifacts_root, Path.join(dir, "runs"))
+
+    on_exit(fn ->
+      Application.delete_env(:cerebros_bridge, :data_root)
+      Application.delete_env(:cerebros_bridge, :artifacts_root)
+      File.rm_rf(dir)
+    end)
+
+    {:ok, dir: dir, data: data}
   end
 
   # One serve process (and worker) for the tests that do not break theirs.
-  defp opts(dir, extra \\ []),
-    do: [invoker: :subprocess, python_path: [@root], data_root: dir] ++ extra
+  defp opts(_dir, extra \\ []), do: [invoker: :subprocess, python_path: [@root]] ++ extra
 
-  test "validate, a binary dataset, a search with events; TensorFlow only in the worker", %{
-    dir: dir
-  } do
+  test "the bridge's list of limits is Python's" do
+    python = CerebrosBridge.Config.resolve([]).python_executable
+
+    code =
+      "from cerebros_service.operator_config import LIMIT_NAMES; print(' '.join(LIMIT_NAMES))"
+
+    {names, 0} = System.cmd(python, ["-c", code], env: [{"PYTHONPATH", @root}])
+    assert String.split(names) == CerebrosBridge.Config.limit_names()
+  end
+
+  test "validate, a binary dataset, a search with events, predict; TensorFlow only in the worker",
+       %{dir: dir, data: data} do
     assert {:ok, %{"pid" => os_pid, "tensorflow_loaded" => false}} =
              CerebrosBridge.ping(opts(dir))
 
@@ -75,8 +91,10 @@ defmodule CerebrosBridge.SubprocessTest do
                opts(dir)
              )
 
+    # Under the configured data root, the serve process's own.
     [x_file, y_file] =
-      Path.wildcard(Path.join([dir, ".cerebros-datasets", "waves-*.npy"])) |> Enum.sort()
+      Path.wildcard(Path.join([data, ".cerebros-datasets", "register_dataset-*.npy"]))
+      |> Enum.sort()
 
     assert {:ok, [%{"name" => "waves"}]} = CerebrosBridge.list_datasets(opts(dir))
 
@@ -87,8 +105,33 @@ defmodule CerebrosBridge.SubprocessTest do
              )
 
     assert File.exists?(result["artifacts"]["best_model"])
+    # serve was started with the configured artifacts root.
+    assert result["artifacts"]["run_dir"] == Path.join([dir, "runs", run_id])
     assert_received {:cerebros_event, %{"type" => "trial", "trial" => 0, "run_id" => ^run_id}}
     assert_received {:cerebros_event, %{"type" => "generation"}}
+
+    # The run's ONNX model in serve itself (at once), its Keras model in the worker.
+    x5 = binary_part(x, 0, 5 * 4 * 4)
+
+    assert {:ok, %{"status" => "success", "engine" => "onnx", "n_samples" => 5} = onnx} =
+             CerebrosBridge.predict(run_id, {x5, :f32, {5, 4}}, opts(dir))
+
+    assert onnx["classes"] == [0, 1] and length(onnx["probabilities"]) == 5
+
+    assert {:ok, %{"status" => "success", "engine" => "keras"} = keras} =
+             CerebrosBridge.predict(result["artifacts"]["run_dir"], {x5, :f32, {5, 4}},
+               engine: "keras",
+               invoker: :subprocess,
+               python_path: [@root]
+             )
+
+    assert keras["predictions"] == onnx["predictions"]
+
+    for {a, b} <-
+          Enum.zip(List.flatten(keras["probabilities"]), List.flatten(onnx["probabilities"])),
+        do: assert_in_delta(a, b, 1.0e-4)
+
+    assert Path.wildcard(Path.join([data, ".cerebros-datasets", "predict-*"])) == []
 
     assert {:ok, %{"pid" => ^os_pid, "tensorflow_loaded" => false}} =
              CerebrosBridge.ping(opts(dir))
@@ -97,6 +140,22 @@ defmodule CerebrosBridge.SubprocessTest do
              CerebrosBridge.unregister_dataset("waves", opts(dir))
 
     refute File.exists?(x_file) or File.exists?(y_file)
+
+    # File sources: only under the configured data root; without one, only under the
+    # serve process's private folder, which holds nothing but the bridge's own files.
+    File.write!(Path.join(data, "rows.csv"), "a,b,c,d\n1,2,3,4\n")
+    csv = %{source: "csv", path: Path.join(data, "rows.csv")}
+    assert {:ok, %{"n_samples" => 1}} = CerebrosBridge.predict(run_id, csv, opts(dir))
+    Application.delete_env(:cerebros_bridge, :data_root)
+
+    try do
+      assert {:error, %Error{type: :dataset_error, message: message}} =
+               CerebrosBridge.predict(run_id, csv, opts(dir))
+
+      assert message =~ "outside the data root"
+    after
+      Application.put_env(:cerebros_bridge, :data_root, data)
+    end
   end
 
   test "a timeout cancels the job for real; the serve process lives on", %{dir: dir} do

@@ -8,10 +8,13 @@ defmodule CerebrosBridge.Test.PythonxDouble do
     * every eval's globals are recorded encoded as real Pythonx encodes them
       (shared/README.md §1): binaries → `{:bytes, b}`, atoms → `{:str, s}`, lists,
       tuples, maps → `{:list | :tuple | :dict, ...}`, pids → `{:pid, pid}`;
-    * the init eval returns the protocol's `call` function (an object); each
-      `call(request, notify)` eval takes the request as JSON text (bytes) or, for
-      `register_dataset`, as a dict holding the arrays' bytes, and returns one bytes
-      object holding the JSON answer; `decode/1` of it gives that binary;
+    * the init eval returns the protocol's `call` function (an object), and in its
+      globals `"configured"`: the JSON answer of `operator_config.configure(**operator)`
+      (`operator`: the JSON settings; a `data_root` that is no folder or an unknown
+      limit is refused, as Python does); each `call(request, notify)` eval takes the
+      request as JSON text (bytes) or, when it holds binary arrays, as a dict holding
+      the arrays' bytes, and returns one bytes object holding the JSON answer;
+      `decode/1` of it gives that binary;
     * a submitted job runs on its own (here: an Elixir process standing for the
       runner thread) and sends `{:cerebros_job, %Object{}}` messages to `notify`,
       each decoding to JSON `{"job_id", "event"}` or, once, `{"job_id", "done"}`;
@@ -21,6 +24,10 @@ defmodule CerebrosBridge.Test.PythonxDouble do
   exception), `"invalid"` (a validation error, answered at submit), `"crash"` (the
   job's worker dies: a `worker_crashed` result), `"slow"` (runs until cancelled),
   `"garbage"` (an answer that is not JSON); anything else succeeds after one trial.
+
+  `predict` answers by its run: `"onnx-run"` at once (`engine` "onnx", one prediction
+  per row of x: its first value, or for a buffer its byte size), `"keras-run"` as a job
+  whose done message holds the same (`engine` "keras"), `"nope"` a validation error.
   """
 
   use Agent
@@ -43,7 +50,7 @@ defmodule CerebrosBridge.Test.PythonxDouble do
   @doc "Starts (or restarts) the double with a clean record."
   def start do
     if pid = Process.whereis(__MODULE__), do: Agent.stop(pid)
-    state = %{calls: [], imports: 0, initialized: true, jobs: %{}, datasets: %{}}
+    state = %{calls: [], imports: 0, initialized: true, jobs: %{}, datasets: %{}, operator: nil}
     {:ok, _} = Agent.start(fn -> state end, name: __MODULE__)
     :ok
   end
@@ -51,6 +58,7 @@ defmodule CerebrosBridge.Test.PythonxDouble do
   def calls, do: Agent.get(__MODULE__, &Enum.reverse(&1.calls))
   def imports, do: Agent.get(__MODULE__, & &1.imports)
   def datasets, do: Agent.get(__MODULE__, & &1.datasets)
+  def operator, do: Agent.get(__MODULE__, & &1.operator)
   def jobs_status(id), do: Agent.get(__MODULE__, & &1.jobs[id].status)
   def uninitialize, do: Agent.update(__MODULE__, &%{&1 | initialized: false})
 
@@ -66,10 +74,13 @@ defmodule CerebrosBridge.Test.PythonxDouble do
       code == "None" ->
         {nil, %{}}
 
-      code =~ "from cerebros_service.jobs.protocol import call" and code =~ "def thread_entry" ->
+      code =~ "from cerebros_service.jobs.protocol import call" and code =~ "def thread_entry" and
+          code =~ "operator_config.configure(**json.loads(operator))" ->
         Process.sleep(50)
-        Agent.update(__MODULE__, &%{&1 | imports: &1.imports + 1})
-        {%Object{value: :protocol_call}, %{}}
+        {:bytes, settings} = encoded["operator"]
+        {:ok, settings} = JSON.decode(settings)
+        Agent.update(__MODULE__, &%{&1 | imports: &1.imports + 1, operator: settings})
+        {%Object{value: :protocol_call}, %{"configured" => bytes(configure(settings))}}
 
       code == "call(request, notify)" and encoded["call"] == %Object{value: :protocol_call} ->
         {answer(request(encoded["request"]), encoded["request"], encoded["notify"]), %{}}
@@ -102,6 +113,58 @@ defmodule CerebrosBridge.Test.PythonxDouble do
       "status" -> job_op(request, :status)
       "register_dataset" -> register(request, raw)
       "jobs" -> bytes(%{"status" => "ok", "jobs" => []})
+      "predict" -> predict(request, notify)
+    end
+  end
+
+  @limits ~w(max_file_bytes max_npz_member_bytes max_csv_line_bytes max_cells
+             max_candidate_params max_fused_params max_error_details)
+
+  defp configure(settings) do
+    cond do
+      settings["data_root"] && not File.dir?(settings["data_root"]) ->
+        failed("internal_error", ["data_root"], "is not an existing folder")
+
+      unknown = Enum.find(Map.keys(settings["limits"] || %{}), &(&1 not in @limits)) ->
+        failed("internal_error", ["limits", unknown], "is not a known limit")
+
+      true ->
+        Map.merge(
+          %{
+            "status" => "configured",
+            "data_root" => nil,
+            "artifacts_root" => "/cwd/cerebros_runs"
+          },
+          settings
+        )
+    end
+  end
+
+  defp predict(%{"run" => run, "x" => x}, notify) do
+    predictions =
+      case x do
+        %{"data" => data} -> [byte_size(data)]
+        rows -> Enum.map(rows, &hd/1)
+      end
+
+    answer = fn engine ->
+      %{"status" => "success", "run_id" => run, "engine" => engine, "predictions" => predictions}
+    end
+
+    case {run, notify} do
+      {"onnx-run", _} ->
+        bytes(answer.("onnx"))
+
+      {"keras-run", {:pid, pid}} ->
+        id = "job-#{System.unique_integer([:positive])}"
+        done = bytes(%{"job_id" => id, "done" => answer.("keras")})
+        spawn(fn -> Process.sleep(20) && send(pid, {:cerebros_job, done}) end)
+        bytes(%{"job_id" => id, "status" => "queued", "run_id" => run})
+
+      _ ->
+        bytes(
+          failed("validation_error", ["run"], "no run #{inspect(run)} under the artifacts root")
+        )
     end
   end
 
