@@ -48,13 +48,22 @@ class AfterRun:
 
         return listener
 
-    def finish(self, result: dict) -> dict:
-        """``result`` with ``after_run`` (and artifacts, tracking) added; never raises."""
+    def finish(self, result: dict, deadline: float | None = None) -> dict:
+        """``result`` with ``after_run`` (and artifacts, tracking) added; never raises.
+
+        ``deadline`` (``time.monotonic()``): the call's time budget ends there, so a step
+        gets only what is left of it, and none starts after it (recorded as skipped).
+        """
         started = time.monotonic()
         try:
             records = {}
             for name, step in self._steps(result):
-                record = json_safe(bounded(step, self.opts.after_run.timeout_s, name))
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    record = {"status": "skipped", "reason": "the time budget (budget.max_time_seconds) was spent"}
+                else:
+                    limit = self.opts.after_run.timeout_s if left is None else min(self.opts.after_run.timeout_s, left)
+                    record = json_safe(bounded(step, limit, name))
                 records[name] = record
                 update_run_json(self.run_dir, ("after_run", name), record)  # the report shows earlier steps
             _merge_into(result, records, self.run_dir)

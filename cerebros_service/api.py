@@ -322,7 +322,9 @@ def _search(spec: Spec, opts: Opts, started: float, should_stop: Callable[[], bo
     # folder so that an unreachable cluster leaves nothing behind; closed once the search ends.
     trainer = _scale_out_trainer(opts)
     try:
-        run_dir = RunDirectory.create(_artifacts_root(opts), opts.run_id)
+        root = _artifacts_root(opts)
+        resuming = opts.resume and RunDirectory.exists(root, opts.run_id)
+        run_dir = RunDirectory.open(root, opts.run_id) if resuming else RunDirectory.create(root, opts.run_id)
     except BaseException:
         _close(trainer)
         raise
@@ -346,6 +348,7 @@ def _search(spec: Spec, opts: Opts, started: float, should_stop: Callable[[], bo
             "max_time_seconds": settings.max_time_seconds,
         },
         "seed": settings.seed,
+        "resumed": bool(opts.resume and resuming),
         "timestamp": timestamp,
         "versions": library_versions(),
         "run_dir": str(run_dir.path),
@@ -363,8 +366,10 @@ def _search(spec: Spec, opts: Opts, started: float, should_stop: Callable[[], bo
             on_event=after_run.listen(make_event_sink(opts.run_id, opts.on_event, opts.notify)),
             run_info=run_info,
             should_stop=should_stop,
+            deadline=training_deadline(started, settings.max_time_seconds),
             trainer=trainer,
             test_set=test_set,
+            resume=resuming,
         )
     except SearchFailed:
         if should_stop is not None and should_stop():  # cancelled before a trial completed
@@ -383,7 +388,21 @@ def _search(spec: Spec, opts: Opts, started: float, should_stop: Callable[[], bo
     result["artifacts"].setdefault("run_dir", str(run_dir.path))
     result["metadata"]["search_duration_s"] = result["metadata"]["duration_s"]
     result["metadata"]["duration_s"] = time.monotonic() - started
-    return after_run.finish(result) if result["status"] == "success" else result
+    deadline = None if settings.max_time_seconds is None else started + settings.max_time_seconds
+    return after_run.finish(result, deadline) if result["status"] == "success" else result
+
+
+def training_deadline(started: float, budget: float | None) -> float | None:
+    """When training must stop for the call to end within its budget.
+
+    The budget counts from the call's start (imports and data loading included), and
+    what follows training — scoring the stopped candidates, saving the best model,
+    the held-out test — needs a moment: training stops that much earlier (5% of the
+    budget, at least 1 s and at most 10 s). The after-run steps get what is left.
+    """
+    if budget is None:
+        return None
+    return started + budget - min(max(0.05 * budget, 1.0), 10.0)
 
 
 def _scale_out_trainer(opts: Opts):

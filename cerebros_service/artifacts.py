@@ -79,6 +79,21 @@ class RunDirectory:
                 raise ArtifactsError(f"the run folder cannot be created in the artifacts root "
                                      f"({exc.strerror})") from None
 
+    @classmethod
+    def exists(cls, root: str | os.PathLike, run_id: str) -> bool:
+        """Whether ``<root>/<run_id>`` holds a run (its run.json)."""
+        path = confined_run_path(root, run_id)
+        return path.is_dir() and (path / "run.json").is_file()
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, run_id: str) -> "RunDirectory":
+        """The existing run folder ``<root>/<run_id>`` (to resume it)."""
+        path = confined_run_path(root, run_id)
+        if not path.is_dir():
+            raise ArtifactsError(f"no run folder {run_id!r} in the artifacts root to resume",
+                                 [ErrorDetail(("opts", "run_id"), "names no run folder")])
+        return cls(path)
+
     def file(self, name: str) -> Path:
         if not RUN_FOLDER_NAME.fullmatch(name) or name in (".", ".."):
             raise ValueError(f"artifact names are plain file names, got {name!r}")

@@ -19,21 +19,24 @@ from typing import Callable
 import numpy as np
 
 from . import __version__
+from . import resume as resuming
 from .artifacts import RunDirectory
-from .data.dataset import Dataset, split_indices
+from .data.dataset import Dataset
+from .data.splits import SearchSplits, align_test_set, search_splits
 from .errors import InputError, SearchFailed
 from .search.device import configure_device, keras_backend
 from .search.metrics import output_units
 from .search.records import Candidate, SearchOutcome, TrialRecord
-from .settings import Direction, SearchSettings, best_of, is_better, resolve_metric
+from .settings import Direction, SearchSettings, TrainSettings, best_of, outranks, resolve_metric
 from .search.space import architecture_summary
-from .search.train import StopCheck, make_training_data, train_population
-from .strategies import make_strategy
+from .search.train import StopCheck, TrainingData, make_training_data, train_population
+from .strategies import as_proposal, make_strategy
 
 log = logging.getLogger(__name__)
 
 MODELS_DIR = ".models"  # per-trial saves inside the run directory, removed at the end
 BEST_MODEL = "best_model.keras"
+REFIT_MODEL = "refit_model.keras"
 
 
 Trainer = Callable[..., list[TrialRecord]]  # train_population's signature (search/train.py)
@@ -49,8 +52,14 @@ def run_search(
     should_stop: Callable[[], bool] | None = None,
     deadline: float | None = None,
     trainer: Trainer | None = None,
+    test_set: Dataset | None = None,
+    resume: bool = False,
 ) -> SearchOutcome:
     """Search within the budgets and return what was found.
+
+    Rows held out for the test (``settings.evaluation``; or ``test_set``, a Dataset given
+    apart, which replaces the split) are never trained on nor ranked by: the winner is
+    scored on them once, after the search (``outcome.test_metric``, ``outcome.evaluation``).
 
     ``should_stop()`` (checked every training batch) cancels cooperatively: running
     trials end at once keeping their best epoch, and the outcome says
@@ -59,6 +68,10 @@ def run_search(
     its own start-up in the budget. ``trainer`` trains a list of candidates
     (default: ``train_population`` in this process); an executor that spreads the
     work over processes or machines passes its own.
+
+    With ``resume``, ``run_dir`` holds an earlier run of the same settings that ended
+    early: its finished trials are replayed, not retrained, and the search goes on
+    from there (resume.py).
     """
     started = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat()
@@ -72,28 +85,40 @@ def run_search(
     device = configure_device(settings.device)
     train = trainer or train_population
 
-    train_idx, val_idx = split_indices(dataset.n_samples, settings.training.validation_split, settings.seed)
-    data = make_training_data(dataset, train_idx, val_idx)  # once per search
+    splits, held_out = plan_evaluation(dataset, settings, test_set)
+    data = make_training_data(dataset, splits.train, splits.validation)  # once per search
+    training = training_for(settings, len(splits.train))
     strategy = make_strategy(settings.strategy, settings, data.input_dim,
                              output_units(dataset.task, dataset.n_classes),
                              np.random.default_rng(settings.seed), direction)
     models_dir = None
     if run_dir is not None:
         models_dir = run_dir.file(MODELS_DIR)
-        models_dir.mkdir(exist_ok=True)
+        shutil.rmtree(models_dir, ignore_errors=True)  # a crashed run's unfinished saves
+        models_dir.mkdir()
+    previous: dict[int, TrialRecord] = {}
+    if resume and run_dir is not None:
+        previous = {r.trial: r for r in resuming.previous_trials(run_dir, settings)}
 
     state = _State(direction)
-    report = _RunReport(dataset, settings, run_info, device, metric, direction, state, started_at, started)
+    report = _RunReport(dataset, settings, run_info, device, metric, direction, state, started_at, started,
+                        splits, held_out)
     if run_dir is not None:
         run_dir.write_json("run.json", report.as_dict("running", None))
 
     def record_trial(record: TrialRecord) -> None:
-        if record.status == "completed" and is_better(
-                record.value, None if state.best is None else state.best.value, direction):
+        if record.status == "completed" and record.weights is not None:
+            state.generation_weights[record.trial] = record.weights  # what a next rung continues from
+            if strategy.continues_trials and run_dir is not None:
+                resuming.save_weights(run_dir, record.trial, record.weights)
+        leader = state.best
+        if record.status == "completed" and outranks(record.value, record.trial, None if leader is None else
+                                                     leader.value, None if leader is None else leader.trial,
+                                                     direction):
             if record.model_path is not None and run_dir is not None:
                 os.replace(record.model_path, run_dir.file(BEST_MODEL))  # atomic swap of the best
                 record = replace(record, model_path=str(run_dir.file(BEST_MODEL)))
-            state.best = record
+            state.best, state.best_weights = replace(record, weights=None), record.weights
         elif record.model_path is not None:
             os.remove(record.model_path)
         stored = replace(record, model_path=None, weights=None)  # only the best's model survives
@@ -102,6 +127,25 @@ def run_search(
             run_dir.append_jsonl("trials.jsonl", stored.as_dict())
         _emit(on_event, _trial_event(stored, state.best, started))
 
+    def adopt(record: TrialRecord, candidate: Candidate) -> None:
+        """A trial the earlier run finished: told to the strategy again, not trained again."""
+        if record.architecture != candidate.architecture:
+            raise resuming.mismatch(record.trial)
+        leader = state.best
+        if record.status == "completed" and outranks(record.value, record.trial, None if leader is None else
+                                                     leader.value, None if leader is None else leader.trial,
+                                                     direction):
+            kept = run_dir.file(BEST_MODEL)
+            state.best, state.best_weights = replace(record, model_path=str(kept) if kept.exists() else None), None
+        if strategy.continues_trials:
+            weights = resuming.load_weights(run_dir, record.trial)
+            if weights is not None:
+                state.generation_weights[record.trial] = weights
+        state.trials.append(record)
+
+    # Weights come back when a strategy continues trials, or when no run folder keeps the
+    # best model for the held-out test (a distributed trainer ships them only then).
+    keep_weights = strategy.continues_trials or run_dir is None
     stopped_because = "max_trials"
     try:
         generation = 0
@@ -114,20 +158,31 @@ def run_search(
             if reason is not None:
                 stopped_because = reason
                 break
-            architectures = strategy.ask(min(settings.population_size, remaining))
+            proposals = [as_proposal(item) for item in strategy.ask(min(settings.generation_size, remaining))]
+            if not proposals:
+                raise RuntimeError(f"strategy {settings.strategy!r} proposed no candidate")  # a strategy bug
+            info = strategy.generation_info()
             first = len(state.trials)
-            candidates = [Candidate(first + i, generation, arch, trial_seed(settings.seed, first + i))
-                          for i, arch in enumerate(architectures)]
+            candidates = [state.candidate(first + i, generation, proposal, settings.seed)
+                          for i, proposal in enumerate(proposals)]
+            state.generation_weights = {}
+            for candidate in candidates:
+                if candidate.trial in previous:
+                    adopt(previous.pop(candidate.trial), candidate)
+            pending = [c for c in candidates if c.trial not in {t.trial for t in state.trials[first:]}]
             best_value = state.best.value if state.best is not None else None
-            records = train(
-                candidates, data, settings.training, metric, direction, execution=settings.execution,
-                data_seed=data_order_seed(settings.seed), stop=stop,
-                save_dir=None if models_dir is None else str(models_dir), save_threshold=best_value,
-                on_record=record_trial,
-            )
+            if pending:
+                train(pending, data, training, metric, direction, execution=settings.execution,
+                      data_seed=data_order_seed(settings.seed), stop=stop,
+                      save_dir=None if models_dir is None else str(models_dir), save_threshold=best_value,
+                      keep_weights=keep_weights, on_record=record_trial)
+            state.trials[first:] = sorted(state.trials[first:], key=lambda t: t.trial)
+            state.parent_weights = state.generation_weights  # only the last generation's are kept
+            if strategy.continues_trials and run_dir is not None:
+                resuming.forget_weights(run_dir, keep=set(state.parent_weights))
             strategy.tell(state.trials[first:])
-            if records:
-                stats = generation_stats(generation, state.trials[first:], direction)
+            if state.trials[first:]:
+                stats = {**generation_stats(generation, state.trials[first:], direction), **info}
                 state.history.append(stats)
                 _emit(on_event, {"type": "generation", **stats, "elapsed_s": time.monotonic() - started})
                 if run_dir is not None:
@@ -137,8 +192,13 @@ def run_search(
         if models_dir is not None:
             shutil.rmtree(models_dir, ignore_errors=True)
 
-    duration = time.monotonic() - started
     best = state.best
+    if best is not None:
+        state.evaluation = evaluate_winner(
+            best, state, dataset=dataset, data=data, splits=splits, held_out=held_out, settings=settings,
+            training=training, cancelled=stopped_because == "cancelled",
+            refit_path=None if run_dir is None else str(run_dir.file(REFIT_MODEL)))
+    duration = time.monotonic() - started
     trials = tuple(replace(t, model_path=best.model_path) if best is not None and t.trial == best.trial else t
                    for t in state.trials)
     if run_dir is not None:
@@ -162,6 +222,7 @@ def run_search(
         trials=trials, best=next(t for t in trials if t.trial == best.trial), metric=metric,
         direction=direction, population_history=tuple(state.history), stopped_because=stopped_because,
         duration_s=duration, artifacts={} if run_dir is None else run_dir.paths(), device=device,
+        test_metric=state.evaluation.get("test_metric"), evaluation=state.evaluation,
     )
 
 
@@ -169,8 +230,119 @@ class _State:
     def __init__(self, direction: Direction):
         self.direction = direction
         self.best: TrialRecord | None = None
+        self.best_weights: dict | None = None  # the best trial's best-epoch weights
         self.trials: list[TrialRecord] = []
         self.history: list[dict] = []
+        # Best-epoch weights of the generation being trained, and of the last one trained
+        # (what a strategy's Proposal may continue from); older ones are dropped.
+        self.generation_weights: dict[int, dict] = {}
+        self.parent_weights: dict[int, dict] = {}
+        self.evaluation: dict = {}
+
+    def candidate(self, trial: int, generation: int, proposal, search_seed: int) -> Candidate:
+        weights = None
+        if proposal.parent_trial is not None:
+            weights = self.parent_weights.get(proposal.parent_trial)
+            if weights is None:  # the trainer kept no weights for it: it restarts, and says so
+                log.warning("trial %d continues trial %d, whose weights were not kept; it starts afresh",
+                            trial, proposal.parent_trial)
+        return Candidate(trial, generation, proposal.architecture, trial_seed(search_seed, trial),
+                         epochs=proposal.epochs, initial_weights=weights, parent_trial=proposal.parent_trial)
+
+    def lineage(self, record: TrialRecord) -> list[TrialRecord]:
+        """``record`` and the trials it continued from, the first (fresh) one first."""
+        by_trial = {t.trial: t for t in self.trials}
+        chain = [record]
+        while chain[-1].parent_trial is not None and chain[-1].parent_trial in by_trial:
+            chain.append(by_trial[chain[-1].parent_trial])
+        return chain[::-1]
+
+
+def plan_evaluation(dataset: Dataset, settings: SearchSettings,
+                    test_set: Dataset | None) -> tuple[SearchSplits, "HeldOut | None"]:
+    """The rows of each part, and the held-out test rows (None when the search has none)."""
+    from .search.evaluate import HeldOut
+
+    labels = None if dataset.task == "regression" else dataset.y
+    test_split = 0.0 if test_set is not None else settings.evaluation.resolved_test_split(dataset.n_samples)
+    splits = search_splits(dataset.n_samples, labels, settings.training.validation_split, test_split,
+                           settings.seed)
+    if test_set is not None:
+        x, y = align_test_set(test_set, dataset)
+        return splits, HeldOut(x, y, "given")
+    if len(splits.test):
+        return splits, HeldOut(dataset.x[splits.test], dataset.y[splits.test], "split")
+    return splits, None
+
+
+def training_for(settings: SearchSettings, train_rows: int) -> TrainSettings:
+    """The training settings trials run with: a schedule learns how many steps an epoch has."""
+    training = settings.training
+    if training.lr_schedule != "constant":
+        training = replace(training, steps_per_epoch=math.ceil(train_rows / training.batch_size))
+    return training
+
+
+def evaluate_winner(best: TrialRecord, state: _State, *, dataset: Dataset, data: TrainingData,
+                    splits: SearchSplits, held_out, settings: SearchSettings, training, cancelled: bool,
+                    refit_path: str | None) -> dict:
+    """The winner on the validation split (its per-class view) and on the held-out test rows.
+
+    A failure here never loses the search: it is reported in ``error``.
+    """
+    from .search import evaluate
+
+    lineage = state.lineage(best)
+    result = {
+        "metric": best.metric, "test_source": None if held_out is None else held_out.source,
+        **splits.describe(), "test_rows": 0 if held_out is None else held_out.rows,
+        "best_epochs": sum(t.best_epoch or 0 for t in lineage),
+        "validation": None, "test": None, "test_metric": None, "refit": None,
+    }
+    if state.best_weights is not None:
+        predict = evaluate.predictor(best.architecture, state.best_weights, data)
+    elif best.model_path is not None:
+        predict = evaluate.saved_predictor(best.model_path)
+    else:
+        result["error"] = "the trainer kept neither weights nor a model of the best trial to score again"
+        return result
+    name = best.metric.removeprefix("val_")
+    try:
+        result["validation"] = evaluate.report(data, data.y_val, predict(data.x_val))
+        if held_out is not None:
+            result["test"] = evaluate.report(data, held_out.y, predict(held_out.x))
+            result["test_metric"] = result["test"].get(name)
+        if settings.evaluation.refit and not cancelled:
+            result["refit"] = _refit(best, lineage, result["best_epochs"], dataset=dataset, splits=splits,
+                                     held_out=held_out, settings=settings, training=training,
+                                     path=refit_path, name=name)
+            if held_out is not None:
+                result["test_metric"] = result["refit"]["test"].get(name)
+    except Exception as exc:  # the search's result stands without its evaluation
+        log.exception("evaluating the best trial failed")
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def _refit(best: TrialRecord, lineage: list[TrialRecord], epochs: int, *, dataset: Dataset,
+           splits: SearchSplits, held_out, settings: SearchSettings, training, path: str | None,
+           name: str) -> dict:
+    from .search import evaluate
+
+    rows = np.sort(np.concatenate([splits.train, splits.validation]))
+    seed = trial_seed(settings.seed, lineage[0].trial)  # the winner's own initial weights
+    started = time.monotonic()
+    weights, data, used = evaluate.refit(best.architecture, seed=seed, epochs=max(1, epochs), dataset=dataset,
+                                         rows=rows, training=training, data_seed=data_order_seed(settings.seed))
+    refit = {"epochs": max(1, epochs), "rows": int(len(rows)), "duration_s": time.monotonic() - started,
+             "test": None, "model_path": None}
+    if held_out is not None:
+        refit["test"] = evaluate.report(data, held_out.y,
+                                        evaluate.predictor(best.architecture, weights, data)(held_out.x))
+    if path is not None:
+        evaluate.save_refit(best.architecture, weights, data, used, path)
+        refit["model_path"] = path
+    return refit
 
 
 def trial_seed(search_seed: int, trial: int) -> int:
@@ -221,10 +393,12 @@ class _RunReport:
     """run.json: written when the search starts ("running"), after each generation, and at the end."""
 
     def __init__(self, dataset: Dataset, settings: SearchSettings, run_info: dict | None, device: str,
-                 metric: str, direction: Direction, state: _State, started_at: str, started: float):
+                 metric: str, direction: Direction, state: _State, started_at: str, started: float,
+                 splits: SearchSplits, held_out):
         self.dataset, self.settings, self.run_info, self.device = dataset, settings, run_info, device
         self.metric, self.direction, self.state = metric, direction, state
         self.started_at, self.started = started_at, started
+        self.splits, self.held_out = splits, held_out
 
     def as_dict(self, status: str, stopped_because: str | None, duration: float | None = None) -> dict:
         state, dataset = self.state, self.dataset
@@ -232,6 +406,7 @@ class _RunReport:
         training_s = sum(t.duration_s for t in state.trials)
         return {
             "status": status,
+            "owner": resuming.owner(),  # a "running" run whose owner is gone reads "interrupted"
             "settings": asdict(self.settings),
             "seed": self.settings.seed,
             "dataset": {**dataset.describe(),
@@ -245,6 +420,12 @@ class _RunReport:
             "direction": self.direction,
             "best_trial": None if state.best is None else state.best.trial,
             "best_value": None if state.best is None else state.best.value,
+            "population_size": self.settings.generation_size,
+            # Held-out scores of the winner (validation values rank; these never do).
+            "test_metric": state.evaluation.get("test_metric"),
+            "evaluation": state.evaluation or {
+                **self.splits.describe(), "test_source": None if self.held_out is None else self.held_out.source,
+                "test_rows": 0 if self.held_out is None else self.held_out.rows},
             "trials": len(state.trials),
             "completed_trials": len(completed),
             "failed_trials": len(state.trials) - len(completed),

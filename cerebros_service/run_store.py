@@ -112,6 +112,8 @@ def update_run_json(run_dir: Path, path: tuple[str, ...], value: Any) -> None:
 
 def run_summary(run_dir: Path) -> dict:
     """One row of the runs list: id, dataset, status, best, test metric, when and how long."""
+    from .resume import effective_status
+
     info = read_run_json(run_dir)
     run_info = info.get("run_info") or {}
     dataset = info.get("dataset") or {}
@@ -123,8 +125,8 @@ def run_summary(run_dir: Path) -> dict:
         "run_id": run_dir.name,
         "dataset": run_info.get("dataset_id") or dataset.get("name"),
         "task": dataset.get("task"),
-        # no run.json yet: the run is still going, or was killed before it ended
-        "status": info.get("status") or "incomplete",
+        # "running" whose process is gone reads "interrupted" (resume it with opts.resume)
+        "status": effective_status(info) or "incomplete",
         "metric": info.get("metric"),
         "best": info.get("best_value"),
         "test_metric": test,

@@ -11,9 +11,8 @@ import pytest
 
 from cerebros_service.artifacts import RunDirectory
 from cerebros_service.data.builtin import BUILTIN_DATASETS, load_builtin
-from cerebros_service.data.dataset import split_indices
 from cerebros_service.errors import DatasetError, SearchFailed
-from cerebros_service.run import run_search
+from cerebros_service.run import plan_evaluation, run_search
 from cerebros_service.search.device import configure_device
 from cerebros_service.search.train import make_training_data
 from conftest import make_tiny_dataset
@@ -25,8 +24,8 @@ def _validation_metric(model_path, dataset, settings, metric):
     """Evaluate a saved model on the search's own validation split."""
     import keras
 
-    train_idx, val_idx = split_indices(dataset.n_samples, settings.training.validation_split, settings.seed)
-    data = make_training_data(dataset, train_idx, val_idx)
+    splits, _ = plan_evaluation(dataset, settings, None)
+    data = make_training_data(dataset, splits.train, splits.validation)
     y_val = data.y_val if data.task == "multiclass" else data.y_val.reshape(-1, 1)
     model = keras.saving.load_model(model_path)
     scores = model.evaluate(data.x_val, y_val, batch_size=settings.training.batch_size, verbose=0, return_dict=True)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import numpy as np
 import pytest
 
 from cerebros_service.settings import SpaceSettings
 from cerebros_service.search.space import (
-    architecture_summary, check_architecture, repair_architecture, sample_architecture,
+    ArchitectureSampler, architecture_summary, check_architecture, repair_architecture, sample_architecture,
 )
 from cerebros_service.strategies.evolution import crossover, mutate
 
@@ -96,7 +97,8 @@ def test_skip_connections_respect_the_depth_range():
     # edge longer than one level is an orphan's skip connection.
     for low, high in ((1, 1), (2, 2), (2, 3)):
         space = SpaceSettings(min_levels=4, max_levels=4, min_units_per_level=2, max_units_per_level=3,
-                              predecessor_affinity=0.0, min_skip_depth=low, max_skip_depth=high)
+                              wiring="poisson", predecessor_affinity=0.0, min_skip_depth=low,
+                              max_skip_depth=high)
         rng = np.random.default_rng(0)
         depths = set()
         for _ in range(100):
@@ -200,3 +202,129 @@ def test_operators_do_not_modify_their_parents():
         mutate(a, space, 1.0, rng, force=True)
         crossover(a, b, space, rng)
     assert a == a_before and b == b_before
+
+
+# --------------------------------------------------------------------------- Cerebros wiring
+
+def _predecessors(arch):
+    found: dict[tuple, set] = {}
+    for src, dst in arch["edges"]:
+        found.setdefault(tuple(dst), set()).add(tuple(src))
+    return found
+
+
+def test_under_default_affinities_every_unit_above_level_0_reads_every_earlier_level():
+    space = SpaceSettings(min_levels=1, max_levels=5, max_units_per_level=4)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(300):
+        arch = sample_architecture(space, 6, 2, rng)
+        check_architecture(arch, space)
+        predecessors = _predecessors(arch)
+        for level, spec in enumerate(arch["levels"][1:], start=1):
+            for unit in range(len(spec["units"])):
+                levels_read = {src[0] for src in predecessors[(level, unit)]}
+                assert levels_read >= set(range(-1, level)), (level, unit, levels_read)
+                checked += 1
+    assert checked > 500
+
+
+def test_predecessor_counts_follow_ceil_affinity_times_width_times_decay():
+    # Drawn with replacement, so the distinct units read from a level of n are at most
+    # ceil(0.7 * 0.7**distance * n); the output unit draws 2 * n more from the last hidden level.
+    space = SpaceSettings(min_levels=3, max_levels=3, min_units_per_level=4, max_units_per_level=4,
+                          lateral_probability=0.0)
+    rng = np.random.default_rng(1)
+    output_reads = []
+    for _ in range(200):
+        arch = sample_architecture(space, 6, 1, rng)
+        predecessors = _predecessors(arch)
+        output = len(arch["levels"]) - 1
+        for (level, unit), sources in predecessors.items():
+            for source_level in range(-1, level):
+                width = 1 if source_level == -1 else 4
+                distance = level - source_level
+                drawn = math.ceil(0.7 * 0.7 ** distance * width)
+                if level == output and distance == 1:
+                    drawn += 2 * width
+                read = sum(1 for src in sources if src[0] == source_level)
+                assert 1 <= read <= min(width, drawn) or (read > drawn and source_level >= 0), \
+                    (level, unit, source_level, read)  # more only through an orphan's skip
+        output_reads.append(sum(1 for src in predecessors[(output, 0)] if src[0] == output - 1) / 4)
+    # ceil(0.49 * 4) + 8 = 10 draws from 4 units: each missed with probability 0.75**10 (6%)
+    assert 0.88 < np.mean(output_reads) <= 1.0
+
+
+def test_laterals_fire_with_probability_097_and_stop_after_max_consecutive():
+    space = SpaceSettings(min_levels=1, max_levels=1, min_units_per_level=2, max_units_per_level=2)
+    rng = np.random.default_rng(2)
+    hits = sum(bool(sample_architecture(space, 3, 1, rng)["laterals"]) for _ in range(2000))
+    assert abs(hits / 2000 - 0.97 * 0.95) < 0.03  # the one possible lateral, distance 1
+    certain = SpaceSettings(min_levels=1, max_levels=1, min_units_per_level=6, max_units_per_level=6,
+                            lateral_probability=1.0, lateral_decay=1.0, max_consecutive_laterals=2,
+                            max_laterals_per_level=64)
+    arch = sample_architecture(certain, 3, 1, np.random.default_rng(3))
+    into_five = sorted(src[1] for src, dst in arch["laterals"] if dst == [0, 5])
+    # unit 5 tries 4, 3 (two in a row), then 2 must fail, then 1, 0 again
+    assert into_five == [0, 1, 3, 4]
+
+
+@pytest.mark.parametrize("wiring", ["cerebros", "poisson"])
+@pytest.mark.parametrize("max_skip", [1, 2, 3])
+def test_max_skip_depth_bounds_every_span(wiring, max_skip):
+    space = SpaceSettings(min_levels=5, max_levels=5, min_units_per_level=1, max_units_per_level=3,
+                          wiring=wiring, max_skip_depth=max_skip, predecessor_affinity=3.0)
+    rng = np.random.default_rng(4)
+    spans = set()
+    for _ in range(100):
+        arch = sample_architecture(space, 4, 1, rng)
+        check_architecture(arch, space)
+        spans |= {dst[0] - src[0] for src, dst in arch["edges"]}
+        child = mutate(arch, space, 0.5, rng, force=True)  # evolution keeps the bound
+        assert max(dst[0] - src[0] for src, dst in child["edges"]) <= max_skip
+    assert max(spans) == max_skip  # reached, never passed
+    arch["edges"].append([[-1, 0], [len(arch["levels"]) - 1, 0]])  # input -> output: span 6
+    with pytest.raises(ValueError, match="max_skip_depth"):
+        check_architecture(arch, space)
+
+
+def test_moieties_rewire_the_same_levels_and_units():
+    space = SpaceSettings(min_levels=2, max_levels=4, max_units_per_level=4, tries_per_moiety=3)
+    sampler = ArchitectureSampler(space, 5, 2, np.random.default_rng(5))
+    drawn = [sampler.draw() for _ in range(9)]
+    for group in (drawn[0:3], drawn[3:6], drawn[6:9]):
+        assert all(arch["levels"] == group[0]["levels"] for arch in group)
+        assert len({json.dumps(arch["edges"]) + json.dumps(arch["laterals"]) for arch in group}) > 1
+    assert drawn[0]["levels"] != drawn[3]["levels"] or drawn[3]["levels"] != drawn[6]["levels"]
+
+
+@pytest.mark.parametrize("choice, key, value", [("bnorm", "batchnorm", True), ("dropout", "dropout", 0.25),
+                                                ("none", None, None)])
+def test_bnorm_or_dropout_marks_every_hidden_unit(choice, key, value):
+    space = SpaceSettings(bnorm_or_dropout=choice, dropout_rate=0.25)
+    arch = sample_architecture(space, 4, 2, np.random.default_rng(6))
+    for level in arch["levels"][:-1]:
+        for unit in level["units"]:
+            extra = set(unit) - {"neurons", "activation"}
+            assert extra == (set() if key is None else {key}) and unit.get(key) == value
+    assert set(arch["levels"][-1]["units"][0]) == {"neurons", "activation"}
+
+
+def test_add_merging_builds_a_model_of_padded_sums_that_only_the_sequential_trainer_takes(tmp_path):
+    import keras
+
+    from cerebros_service.search.build import build_model, count_params, initial_weights
+    from cerebros_service.search.fused_plan import fusable
+
+    space = SpaceSettings(min_levels=2, max_levels=2, min_units_per_level=2, max_units_per_level=2,
+                          min_neurons=3, max_neurons=9, merging_strategy="add")
+    arch = sample_architecture(space, 4, 3, np.random.default_rng(7))
+    assert arch["merging"] == "add" and not fusable(arch)
+    model = build_model(arch, "multiclass", 3, feature_mean=np.zeros(4), feature_var=np.ones(4),
+                        weights=initial_weights(arch, 3, seed=0))
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == count_params(arch, 3)
+    assert any(isinstance(layer, keras.layers.Add) for layer in model.layers)
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
+    path = str(tmp_path / "add.keras")
+    model.save(path)
+    assert np.allclose(keras.saving.load_model(path).predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)

@@ -618,6 +618,8 @@ class AfterRunOpts(_Strict):
 class Opts(_Strict):
     run_id: Annotated[str, AfterValidator(_check_run_id)] = Field(default_factory=new_run_id)
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    # Continue the run folder of run_id when it exists (a run that ended early), else start it.
+    resume: bool = False
     budget: Budget = Budget()
     parameters: GaParameters = GaParameters()
     # The roots are the operator's (operator_config.py). A request may leave these out

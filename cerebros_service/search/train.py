@@ -133,9 +133,8 @@ def train_population(
     """
     sink = RecordSink(ModelSaver(data, training, direction, save_dir, save_threshold), keep_weights, on_record)
     for unit in plan_work(candidates, data, training, execution):
-        for record in train_unit(unit, data, training, metric, direction, execution=execution,
-                                 data_seed=data_seed, stop=stop):
-            sink.take(record)
+        sink.take_all(train_unit(unit, data, training, metric, direction, execution=execution,
+                                 data_seed=data_seed, stop=stop))
     return sink.in_trial_order()
 
 
@@ -148,12 +147,24 @@ class RecordSink:
         self.records: list[TrialRecord] = []
 
     def take(self, record: TrialRecord) -> None:
-        record = self.saver.offer(record)
-        if not self.keep_weights and record.weights is not None:
-            record = _without_weights(record)
-        self.records.append(record)
-        if self.on_record is not None:
-            self.on_record(record)
+        self.take_all([record])
+
+    def take_all(self, records: list[TrialRecord]) -> None:
+        """A unit's records, which finished together: only their leader can be worth a model file."""
+        leader = None
+        for record in records:
+            if record.status == "completed" and record.weights is not None and (
+                    leader is None or outranks(record.value, record.trial, leader.value, leader.trial,
+                                               self.saver.direction)):
+                leader = record
+        for record in records:
+            if record is leader:
+                record = self.saver.offer(record)
+            if not self.keep_weights and record.weights is not None:
+                record = _without_weights(record)
+            self.records.append(record)
+            if self.on_record is not None:
+                self.on_record(record)
 
     def in_trial_order(self) -> list[TrialRecord]:
         return sorted(self.records, key=lambda r: r.trial)

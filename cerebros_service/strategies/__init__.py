@@ -5,13 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..settings import SearchSettings
-from ._base import Strategy
+from ._base import Proposal, Strategy, as_proposal
 from .evolution import EvolutionStrategy
+from .halving import HalvingStrategy
 from .random import RandomStrategy
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "random": RandomStrategy,
     "evolution": EvolutionStrategy,
+    "halving": HalvingStrategy,
 }
 
 
@@ -23,4 +25,4 @@ def make_strategy(name: str, settings: SearchSettings, input_dim: int, output_un
     return cls(settings, input_dim, output_units, rng, direction=direction)
 
 
-__all__ = ["STRATEGIES", "Strategy", "make_strategy"]
+__all__ = ["STRATEGIES", "Proposal", "Strategy", "as_proposal", "make_strategy"]

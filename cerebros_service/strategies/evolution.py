@@ -26,7 +26,7 @@ from ..search.records import TrialRecord
 from ..settings import SpaceSettings
 from ..search.space import (
     Node, canonical_key, check_architecture, draw_predecessors, level_sizes,
-    repair_architecture, sample_architecture, sample_unit,
+    repair_architecture, sample_unit,
 )
 from ._base import Strategy
 
@@ -50,7 +50,7 @@ class EvolutionStrategy(Strategy):
         pool = self.selection_pool()
         children = []
         for _ in range(n):
-            child = self._fresh() if not pool else self._breed(pool)
+            child = self.fresh() if not pool else self._breed(pool)
             self._tried.add(canonical_key(child))
             children.append(child)
         return children
@@ -60,9 +60,6 @@ class EvolutionStrategy(Strategy):
         elites = self.ranked(self.records)[: self.settings.elite_size]
         merged = {r.trial: r for r in self.ranked(self._last_generation) + elites}
         return self.ranked(list(merged.values()))
-
-    def _fresh(self) -> dict:
-        return sample_architecture(self.space, self.input_dim, self.output_units, self.rng)
 
     def _breed(self, pool: list[TrialRecord]) -> dict:
         child = None
@@ -81,7 +78,7 @@ class EvolutionStrategy(Strategy):
             check_architecture(child, self.space)
         except ValueError as exc:  # a repair bug must not end a search: draw a fresh one
             log.warning("evolution produced an invalid child (%s); sampling a fresh architecture", exc)
-            return self._fresh()
+            return self.fresh()
         return child
 
     def _tournament(self, pool: list[TrialRecord]) -> TrialRecord:
@@ -114,7 +111,8 @@ def mutate(arch: dict, space: SpaceSettings, rate: float, rng: np.random.Generat
 
 
 def crossover(first: dict, second: dict, space: SpaceSettings, rng: np.random.Generator) -> dict:
-    """One-point crossover of levels: first's levels before a cut, second's after its cut.
+    """One-point crossover of levels: first's levels before a cut, second's after its cut
+    (cuts that keep a parent's depth are preferred).
 
     Connections inside each part are kept (second's shifted to their new levels);
     the ones across the cut are redrawn by the repair.
@@ -124,6 +122,10 @@ def crossover(first: dict, second: dict, space: SpaceSettings, rng: np.random.Ge
             if space.min_levels <= a + h2 - b <= space.max_levels and (a, b) not in ((0, 0), (h1, h2))]
     if not cuts:
         return copy.deepcopy(first)
+    # Prefer cuts that give the child a parent's depth: a cut drawn freely makes the child's
+    # depth a fresh draw, which forgets the depth selection found (see the climbing test).
+    keeping = [(a, b) for a, b in cuts if a + h2 - b in (h1, h2)]
+    cuts = keeping or cuts
     cut1, cut2 = cuts[int(rng.integers(len(cuts)))]
     shift = cut1 - cut2
     levels = (copy.deepcopy(first["levels"][:cut1]) + copy.deepcopy(second["levels"][cut2:h2])
@@ -179,8 +181,23 @@ def _change_neurons(arch: dict, space: SpaceSettings, rng: np.random.Generator) 
     level, unit = picked
     spec = arch["levels"][level]["units"][unit]
     before = spec["neurons"]
-    spec["neurons"] = sample_unit(space, rng)["neurons"]
-    return spec["neurons"] != before
+    for _ in range(MAX_RETRIES):  # a different count, when the space has one
+        spec["neurons"] = _nearby_neurons(before, space, rng)
+        if spec["neurons"] != before:
+            return True
+    return False
+
+
+def _nearby_neurons(current: int, space: SpaceSettings, rng: np.random.Generator) -> int:
+    """A step from ``current``: a neighbouring choice, or a scale by up to 2x either way in the
+    range. Local steps let selection climb; a fresh draw would forget what was learned."""
+    if space.neuron_choices:
+        choices = sorted(set(space.neuron_choices))
+        here = min(range(len(choices)), key=lambda i: abs(choices[i] - current))
+        step = int(rng.choice([-1, 1]))
+        return int(choices[min(max(here + step, 0), len(choices) - 1)])
+    scaled = current * 2.0 ** rng.uniform(-1.0, 1.0)
+    return int(np.clip(round(scaled), space.min_neurons, space.max_neurons))
 
 
 def _change_activation(arch: dict, space: SpaceSettings, rng: np.random.Generator) -> bool:

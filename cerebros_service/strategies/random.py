@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from ..search.space import sample_architecture
 from ._base import Strategy
 
 
 class RandomStrategy(Strategy):
     def ask(self, n: int) -> list[dict]:
-        return [sample_architecture(self.space, self.input_dim, self.output_units, self.rng)
-                for _ in range(n)]
+        return [self.fresh() for _ in range(n)]

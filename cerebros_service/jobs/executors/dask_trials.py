@@ -118,7 +118,7 @@ class DaskTrainer:
         on_record: Callable[[TrialRecord], None] | None = None,
     ) -> list[TrialRecord]:
         sink = RecordSink(ModelSaver(data, training, direction, save_dir, save_threshold), keep_weights, on_record)
-        finished = sink.take
+        finished = sink  # records of one unit go in together (RecordSink.take_all)
 
         template = TrainTask(
             candidates=(), chunk_index=None, training=training, execution=execution, metric=metric,
@@ -286,8 +286,7 @@ class DaskTrainer:
                                           "device": result.device, "cuda": result.cuda_visible_devices}
         if self._should_recycle(result):
             self._recycle.add(result.worker)
-        for record in result.records:
-            finished(record)
+        finished.take_all(list(result.records))
         return False
 
     def _fail(self, attempt: _Attempt, reason: str, finished, metric, direction, training) -> None:
@@ -299,7 +298,7 @@ class DaskTrainer:
                                                        "wall_s": wall}
         for candidate in unit.candidates:
             tracker = EpochTracker(metric, direction, training.patience, attempt.started)
-            finished(failed_record(candidate, metric, attempt.started, tracker, reason,
+            finished.take(failed_record(candidate, metric, attempt.started, tracker, reason,
                                    execution="sequential" if chunk is None else "fused",
                                    duration_s=wall / len(unit.candidates), chunk=chunk))
 

@@ -1,0 +1,287 @@
+"""Do the strategies help? random vs evolution vs halving at an EQUAL wall-clock budget,
+by the mean test metric of each search's best model (with its spread over seeds).
+
+Protocol (the defaults are the full one; the lead runs it on a quiet machine):
+4 datasets (digits, breast_cancer, wine, diabetes) x 3 seeds x each strategy, every
+search bounded by the same ``--budget-s`` seconds (max_trials out of reach), the
+service's default space and training unless overridden. Every system of one
+(dataset, seed) sees the same split: a stratified 20% test part held out by
+``data/splits.py`` that neither training nor ranking sees, validation from the rest.
+The test metric is accuracy (classification, higher is better) or RMSE (diabetes,
+lower is better), of the best-on-validation model.
+
+``--peers`` adds KerasTuner RandomSearch through ``benchmarks/peers.py`` (the speed
+benchmark's peer machinery) on exactly our rows: its search rows are our training
+rows followed by our validation rows (so Keras' ``validation_split`` takes the same
+validation rows) and it is scored on the same test rows. ``peers.run_keras_tuner``
+bounds a search by ``--peer-trials`` (it has no clock of its own): its wall time is
+printed beside ours. Every search runs in a fresh Python process, so none inherits
+another's imports, traced graphs or memory.
+
+    .venv/bin/python benchmarks/strategy_quality.py                      # full protocol
+    .venv/bin/python benchmarks/strategy_quality.py --small              # a quick check it works
+    .venv/bin/python benchmarks/strategy_quality.py --lr 0.002 --schedule cosine --patience 5
+    .venv/bin/python benchmarks/strategy_quality.py --json results.json --peers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from cerebros_service.data.builtin import load_builtin
+from cerebros_service.data.splits import search_splits
+from cerebros_service.run import run_search
+from cerebros_service.search.device import configure_device
+from cerebros_service.settings import (EvaluationSettings, SearchSettings, SpaceSettings, TrainSettings,
+                                       resolve_metric)
+
+DATASETS = ("digits", "breast_cancer", "wine", "diabetes")
+STRATEGIES = ("random", "evolution", "halving")
+SEEDS = (0, 1, 2)
+BUDGET_S = 120.0
+SMALL = {"datasets": ("breast_cancer", "wine"), "seeds": (0,), "budget_s": 25.0}
+TEST_SPLIT = 0.2
+MAX_TRIALS = 100_000  # out of reach: the clock is the budget
+PEER_TRIALS = 30  # KerasTuner's trial cap (about our trials at the full budget on a 2-core CPU)
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    args = _arguments()
+    if args.one:
+        print(json.dumps(run_one(json.loads(args.one))))
+        return
+    training = _training(args)
+    space = _space(args.space)
+    systems = list(args.strategies) + (["kerastuner"] if args.peers else [])
+    rows = []
+    for name in args.datasets:
+        for seed in args.seeds:
+            for system in systems:
+                request = {"system": system, "dataset": name, "seed": seed, "budget_s": args.budget_s,
+                           "training": asdict(training), "space": _plain(asdict(space)),
+                           "population": args.population, "device": args.device, "peer_trials": args.peer_trials}
+                row = spawn(request, timeout=max(600.0, 6 * args.budget_s))
+                rows.append(row)
+                print(_line(row), flush=True)
+    print()
+    print(_report(rows, args, training))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"rows": rows, "machine": machine(), "training": asdict(training),
+                       "space": _plain(asdict(space))}, out, indent=1, default=str)
+
+
+def spawn(request: dict, timeout: float) -> dict:
+    """One search in a fresh Python process; its figures, or the error that stopped it."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    base = {key: request[key] for key in ("dataset", "seed", "system")}
+    try:
+        done = subprocess.run([sys.executable, __file__, "--one", json.dumps(request)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {**base, "error": f"timed out after {timeout:.0f} s", "wall_s": timeout}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = " | ".join((done.stderr or "").strip().splitlines()[-3:])
+        return {**base, "error": f"exit {done.returncode}: {tail}", "wall_s": 0.0}
+    return json.loads(lines[-1])
+
+
+def run_one(request: dict) -> dict:
+    """In the child process: one system on one (dataset, seed) for the budget."""
+    import keras  # noqa: F401 - imported before any clock starts, for every system alike
+
+    configure_device(request["device"])
+    dataset = load_builtin(request["dataset"])
+    training = TrainSettings(**request["training"])
+    space = SpaceSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in request["space"].items()})
+    system, seed, budget_s = request["system"], request["seed"], request["budget_s"]
+    metric, direction = resolve_metric(None, dataset.task)
+    row = {"dataset": dataset.name, "seed": seed, "system": system, "metric": metric.removeprefix("val_"),
+           "direction": direction}
+    started = time.monotonic()
+    if system == "kerastuner":
+        row.update(kerastuner_test_metric(dataset, seed, budget_s, training, request["peer_trials"]))
+    else:
+        settings = SearchSettings(strategy=system, seed=seed, max_trials=MAX_TRIALS,
+                                  population_size=request["population"], max_time_seconds=budget_s,
+                                  training=training, space=space, evaluation=EvaluationSettings(test_split=TEST_SPLIT))
+        outcome = run_search(dataset, settings)
+        row.update(test=outcome.test_metric, validation=outcome.best.value, trials=len(outcome.trials),
+                   epochs=sum(t.epochs_run for t in outcome.trials), population=settings.generation_size,
+                   best_trial=outcome.best.trial, best_params=outcome.best.params,
+                   generations=len(outcome.population_history),
+                   # how training settings serve the search: where trials peak and stop
+                   median_best_epoch=_median([t.best_epoch for t in outcome.trials if t.best_epoch]),
+                   median_epochs_run=_median([t.epochs_run for t in outcome.trials if t.status == "completed"]),
+                   stopped_by_patience=sum(t.stop_reason == "patience" for t in outcome.trials) / len(outcome.trials))
+    row["wall_s"] = time.monotonic() - started
+    return row
+
+
+def kerastuner_test_metric(dataset, seed: int, budget_s: float, training: TrainSettings, trials: int) -> dict:
+    """KerasTuner RandomSearch (``benchmarks/peers.py``) on exactly our rows; the hook for peers.
+
+    Its search rows are our training rows then our validation rows, so Keras'
+    ``validation_split`` (the last rows) validates on ours; it is scored on our test rows.
+    """
+    sys.path.insert(0, str(HERE))
+    try:
+        import peers  # benchmarks/peers.py (the speed benchmark's peer machinery)
+    except ImportError:
+        return {"test": None, "note": "benchmarks/peers.py not found: KerasTuner left out"}
+    labels = None if dataset.task == "regression" else dataset.y
+    splits = search_splits(dataset.n_samples, labels, training.validation_split, TEST_SPLIT, seed)
+    search_rows = np.concatenate([splits.train, splits.validation])
+    split = {"name": dataset.name, "task": dataset.task, "n_classes": dataset.n_classes,
+             "x_search": np.asarray(dataset.x[search_rows], np.float64), "y_search": dataset.y[search_rows],
+             "x_test": np.asarray(dataset.x[splits.test], np.float64), "y_test": dataset.y[splits.test]}
+    figures = peers.run_keras_tuner(split, trials=trials, epochs=training.epochs, batch_size=training.batch_size,
+                                    patience=training.patience, seed=seed, time_budget=budget_s)
+    return {"test": figures["test"], "validation": figures["best_val"], "trials": figures["trials"],
+            "epochs": figures["epochs"]}
+
+
+def _median(values: list) -> float | None:
+    return float(statistics.median(values)) if values else None
+
+
+def _plain(values: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _report(rows: list[dict], args, training: TrainSettings) -> str:
+    lines = [f"# strategy quality: {len(args.seeds)} seed(s), {args.budget_s:.0f} s per search",
+             f"machine: {machine()}",
+             f"training: epochs {training.epochs}, lr {training.learning_rate} ({training.lr_schedule}), "
+             f"patience {training.patience}, batch {training.batch_size}",
+             "",
+             "| dataset | metric | system | test mean ± sd | val mean | trials | best epoch / run (median) "
+             "| per-seed test |",
+             "|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for name in args.datasets:
+        group = [r for r in rows if r["dataset"] == name]
+        if not group:
+            continue
+        direction = group[0]["direction"]
+        means = {}
+        for system in dict.fromkeys(r["system"] for r in group):
+            mine = [r for r in group if r["system"] == system]
+            tests = [r["test"] for r in mine if r.get("test") is not None]
+            vals = [r["validation"] for r in mine if r.get("validation") is not None]
+            mean = statistics.fmean(tests) if tests else None
+            spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
+            means[system] = mean
+            lines.append(f"| {name} | {mine[0]['metric']} | {system} | {_num(mean)} ± {_num(spread)} | "
+                         f"{_num(statistics.fmean(vals) if vals else None)} | "
+                         f"{statistics.fmean(r.get('trials') or 0 for r in mine):.0f} | "
+                         f"{_epochs(mine)} | {', '.join(_num(t) for t in tests)} |")
+        verdicts.append(_verdict(name, means, direction))
+    return "\n".join(lines + [""] + verdicts)
+
+
+def _epochs(rows: list[dict]) -> str:
+    best = [r["median_best_epoch"] for r in rows if r.get("median_best_epoch") is not None]
+    run = [r["median_epochs_run"] for r in rows if r.get("median_epochs_run") is not None]
+    if not best:
+        return "-"
+    return f"{statistics.median(best):.1f} / {statistics.median(run):.1f}"
+
+
+def _verdict(name: str, means: dict, direction: str) -> str:
+    known = {k: v for k, v in means.items() if v is not None}
+    if not known:
+        return f"{name}: no result"
+    best = (max if direction == "max" else min)(known, key=known.get)
+    random = known.get("random")
+    beats = [s for s, v in known.items() if s != "random" and random is not None
+             and (v >= random if direction == "max" else v <= random)]
+    return f"{name}: best mean test {best}; at least random's: {', '.join(beats) or 'none'}"
+
+
+def _line(row: dict) -> str:
+    if row.get("error"):
+        return f"{row['dataset']:<14} seed {row['seed']} {row['system']:<10} ERROR {row['error']}"
+    extra = f" ({row['note']})" if row.get("note") else ""
+    return (f"{row['dataset']:<14} seed {row['seed']} {row['system']:<10} test {_num(row.get('test'))} "
+            f"val {_num(row.get('validation'))} trials {row.get('trials', '-')} "
+            f"epochs {row.get('epochs', '-')} wall {row['wall_s']:.0f}s{extra}")
+
+
+def _num(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+
+
+def machine() -> str:
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    return (f"{platform.machine()} {os.cpu_count()} CPU(s), load {load[0]:.2f}, Python "
+            f"{platform.python_version()}, numpy {np.__version__}")
+
+
+def _training(args) -> TrainSettings:
+    training = TrainSettings()
+    changes = {key: value for key, value in (("learning_rate", args.lr), ("lr_schedule", args.schedule),
+                                             ("patience", args.patience), ("epochs", args.epochs))
+               if value is not None}
+    return replace(training, **changes)
+
+
+def _space(pairs: list[str]) -> SpaceSettings:
+    """SpaceSettings with ``key=value`` overrides (numbers parsed; e.g. bnorm_or_dropout=none)."""
+    changes = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        default = getattr(SpaceSettings, key)
+        changes[key] = type(default)(text) if isinstance(default, (int, float)) else text
+    return replace(SpaceSettings(), **changes)
+
+
+def _arguments():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true",
+                        help=f"a quick check: {', '.join(SMALL['datasets'])}, seed 0, {SMALL['budget_s']:.0f} s")
+    parser.add_argument("--datasets", nargs="+", default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--budget-s", type=float, default=None, help=f"seconds per search (default {BUDGET_S:.0f})")
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--population", type=int, default=None, help="default: derived (settings.py)")
+    parser.add_argument("--peers", action="store_true", help="add KerasTuner RandomSearch (benchmarks/peers.py)")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--schedule", choices=("constant", "cosine"), default=None)
+    parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--space", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="search-space overrides, e.g. bnorm_or_dropout=none wiring=poisson")
+    parser.add_argument("--peer-trials", type=int, default=PEER_TRIALS,
+                        help=f"KerasTuner's trial cap (default {PEER_TRIALS}; it has no clock)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one search, in a child
+    parser.add_argument("--json", default=None, help="also write every row to this file")
+    args = parser.parse_args()
+    small = SMALL if args.small else {}
+    args.datasets = args.datasets or small.get("datasets", DATASETS)
+    args.seeds = args.seeds or small.get("seeds", SEEDS)
+    args.budget_s = args.budget_s or small.get("budget_s", BUDGET_S)
+    return args
+
+
+if __name__ == "__main__":
+    main()
