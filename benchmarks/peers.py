@@ -59,7 +59,7 @@ def test_score(split: dict, predictions: np.ndarray) -> float:
 
 def run_ours(split: dict, *, trials: int, epochs: int, batch_size: int, patience: int, seed: int,
              execution: str, strategy: str = "random", population: int | None = None,
-             time_budget: float | None = None) -> dict:
+             time_budget: float | None = None, search_space: dict | None = None) -> dict:
     import keras  # noqa: F401 - imported before the clock starts, as the peers do
 
     import cerebros_service
@@ -70,10 +70,13 @@ def run_ours(split: dict, *, trials: int, epochs: int, batch_size: int, patience
     spec = {"dataset_id": name, "strategy": strategy,
             "training": {"epochs": epochs, "batch_size": batch_size, "patience": patience,
                          "learning_rate": LEARNING_RATE, "weight_decay": WEIGHT_DECAY,
-                         "validation_split": VALIDATION_SPLIT}}
+                         "validation_split": VALIDATION_SPLIT},
+            # the protocol holds out its own test split; the after-run steps (ONNX, report) are
+            # not search work and no peer does them
+            "evaluation": {"test_split": 0}, **({"search_space": search_space} if search_space else {})}
     with tempfile.TemporaryDirectory() as artifacts:
         os.environ["CEREBROS_ARTIFACTS_ROOT"] = artifacts  # the operator's setting, not the request's
-        opts = {"seed": seed, "execution": execution,
+        opts = {"seed": seed, "execution": execution, "after_run": {"onnx": False, "report": False},
                 "budget": {"max_trials": trials, "population_size": population or trials,
                            **({"max_time_seconds": time_budget} if time_budget else {})}}
         started = time.monotonic()
@@ -123,7 +126,7 @@ def _objective(task: str) -> tuple[str, str]:
 
 
 def run_keras_tuner(split: dict, *, trials: int, epochs: int, batch_size: int, patience: int, seed: int,
-                    time_budget: float | None = None) -> dict:
+                    time_budget: float | None = None, search_space: dict | None = None) -> dict:
     import keras
     import keras_tuner
 
@@ -164,7 +167,7 @@ def run_keras_tuner(split: dict, *, trials: int, epochs: int, batch_size: int, p
 
 
 def run_optuna(split: dict, *, trials: int, epochs: int, batch_size: int, patience: int, seed: int,
-               time_budget: float | None = None) -> dict:
+               time_budget: float | None = None, search_space: dict | None = None) -> dict:
     import keras
     import optuna
 

@@ -110,7 +110,10 @@ def bounded(step: Callable[[], dict], timeout_s: float, name: str) -> dict:
             outcome["record"] = {"status": "failed", "reason": f"{type(exc).__name__}: {str(exc)[:500]}"}
 
     started = time.monotonic()
-    worker = threading.Thread(target=target, name=f"cerebros-after-run-{name}", daemon=True)
+    # Not a daemon: a step left running past its limit must end before the interpreter
+    # does. Frozen mid-step at exit (a daemon), it can hold h5py's lock while the
+    # interpreter's teardown waits for it, and the process never exits.
+    worker = threading.Thread(target=target, name=f"cerebros-after-run-{name}", daemon=False)
     worker.start()
     worker.join(timeout_s)
     if worker.is_alive():

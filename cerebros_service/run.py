@@ -154,7 +154,7 @@ def run_search(
             if remaining <= 0:
                 stopped_because = "max_trials"
                 break
-            reason = stop.reason()
+            reason = stop.reason() or _no_time_to_start(stop, state.trials)
             if reason is not None:
                 stopped_because = reason
                 break
@@ -256,6 +256,18 @@ class _State:
         while chain[-1].parent_trial is not None and chain[-1].parent_trial in by_trial:
             chain.append(by_trial[chain[-1].parent_trial])
         return chain[::-1]
+
+
+def _no_time_to_start(stop: StopCheck, trials: list[TrialRecord]) -> str | None:
+    """"max_time_seconds" when a new generation could not even finish its first epoch in the
+    time left: building and tracing a model (a fused chunk: one for many candidates) cannot
+    be interrupted, so one begun just before the deadline would overrun it by that much.
+    The last generation's start-up (its slowest ``first_epoch_s``) is the estimate."""
+    if stop.deadline is None or not trials:
+        return None
+    last = trials[-1].generation
+    startup = max((t.first_epoch_s or 0.0) for t in trials if t.generation == last)
+    return "max_time_seconds" if time.monotonic() + startup > stop.deadline else None
 
 
 def plan_evaluation(dataset: Dataset, settings: SearchSettings,

@@ -30,8 +30,9 @@ def make_tiny_dataset(task: str, n: int = 120, features: int = 6, seed: int = 0)
 def tiny_space():
     from cerebros_service.settings import SpaceSettings
 
+    # No BatchNormalization: it doubles a tiny model's trace time; the tests of it ask for it.
     return SpaceSettings(min_levels=1, max_levels=2, min_units_per_level=1, max_units_per_level=2,
-                         min_neurons=4, max_neurons=12, activations=("elu", "relu"))
+                         min_neurons=4, max_neurons=12, activations=("elu", "relu"), bnorm_or_dropout="none")
 
 
 def tiny_training(**overrides):
@@ -123,3 +124,41 @@ def regression_run(after_root_dir):
                                             "search_space": AFTER_SPACE},
                            {"run_id": "diabetes-regression", "budget": {"max_trials": 1, "population_size": 1}})
     return {"result": result, "run_dir": Path(result["artifacts"]["run_dir"])}
+
+
+# ---------------------------------------------------------------------------
+# Data (data/, register_dataset): datasets a test registers are unregistered after it.
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def registered():
+    """register_dataset(name, x, y, **kwargs), remembering what got registered."""
+    from cerebros_service import register_dataset, unregister_dataset
+
+    names: list[str] = []
+
+    def register(name, x, y, **kwargs):
+        result = register_dataset(name, x, y, **kwargs)
+        if result["status"] == "registered":
+            names.append(name)
+        return result
+
+    yield register
+    for name in names:
+        unregister_dataset(name)
+
+
+# ---------------------------------------------------------------------------
+# CLI: runs main() as `cerebros-service` / `python -m cerebros_service` do, then
+# reports on stderr whether TensorFlow got imported (stdout belongs to the protocol).
+# ---------------------------------------------------------------------------
+
+MAIN_WITH_TF_REPORT = (
+    "import sys\n"
+    "from cerebros_service.cli import main\n"
+    "try:\n"
+    "    code = main(sys.argv[1:])\n"
+    "finally:\n"
+    "    sys.stderr.write('\\nTF_LOADED=%s\\n' % ('tensorflow' in sys.modules))\n"
+    "sys.exit(code)\n"
+)

@@ -14,20 +14,11 @@ import sys
 import time
 
 import pytest
+from conftest import MAIN_WITH_TF_REPORT
 
 from cerebros_service.cli_human import eta_seconds, run_with_progress
 
 PYTHON = sys.executable
-# Runs main() as `cerebros-service` does and says on stderr whether TensorFlow was imported.
-MAIN_WITH_TF_REPORT = (
-    "import sys\n"
-    "from cerebros_service.cli import main\n"
-    "try:\n"
-    "    code = main(sys.argv[1:])\n"
-    "finally:\n"
-    "    sys.stderr.write('\\nTF_LOADED=%s\\n' % ('tensorflow' in sys.modules))\n"
-    "sys.exit(code)\n"
-)
 
 
 def cli(*args: str, stdin: str = "", root=None, timeout: float = 120) -> subprocess.CompletedProcess:

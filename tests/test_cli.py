@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MAIN_WITH_TF_REPORT
+
 PYTHON = sys.executable
 TINY_SPEC = {"dataset_id": "iris", "training": {"epochs": 1},
              "search_space": {"max_levels": 1, "max_units_per_level": 1, "min_neurons": 4, "max_neurons": 8}}
@@ -21,17 +23,6 @@ def _operator_roots(tmp_path, monkeypatch):
     monkeypatch.delenv("CEREBROS_ARTIFACTS_DIR", raising=False)
     monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path))
 
-# Runs main() like `python -m cerebros_service` does, then reports on stderr whether
-# TensorFlow got imported (stdout belongs to the protocol).
-MAIN_WITH_TF_REPORT = (
-    "import sys\n"
-    "from cerebros_service.cli import main\n"
-    "try:\n"
-    "    code = main(sys.argv[1:])\n"
-    "finally:\n"
-    "    sys.stderr.write('\\nTF_LOADED=%s\\n' % ('tensorflow' in sys.modules))\n"
-    "sys.exit(code)\n"
-)
 
 
 def cli(*args: str, stdin: str = "", timeout: float = 240, tf_report: bool = False) -> subprocess.CompletedProcess:

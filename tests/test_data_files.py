@@ -26,21 +26,6 @@ def root(tmp_path):
     return data
 
 
-@pytest.fixture
-def registered():
-    names: list[str] = []
-
-    def register(name, x, y, **kwargs):
-        result = register_dataset(name, x, y, **kwargs)
-        if result["status"] == "registered":
-            names.append(name)
-        return result
-
-    yield register
-    for name in names:
-        unregister_dataset(name)
-
-
 # --------------------------------------------------------------------------- CSV
 
 

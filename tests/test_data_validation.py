@@ -26,20 +26,6 @@ def roots(tmp_path, monkeypatch):
     return data
 
 
-@pytest.fixture
-def registered():
-    names: list[str] = []
-
-    def register(name, x, y, **kwargs):
-        result = register_dataset(name, x, y, **kwargs)
-        names.append(name)
-        return result
-
-    yield register
-    for name in names:
-        unregister_dataset(name)
-
-
 def refused(result: dict, error_type: str = "dataset_error") -> dict:
     assert result["status"] == "failed" and result["error_type"] == error_type, result
     return result

@@ -14,11 +14,12 @@ import pytest
 import cerebros_service
 from cerebros_service.resume import _read_records, effective_status
 
-SPEC = {"dataset_id": "iris", "strategy": "evolution", "training": {"epochs": 2, "patience": 2}}
+SPEC = {"dataset_id": "iris", "strategy": "evolution", "training": {"epochs": 2, "patience": 2},
+        "search_space": {"max_levels": 2, "max_units_per_level": 2, "bnorm_or_dropout": "none"}}
 
 
 def _opts(run_id, **extra):
-    return {"run_id": run_id, "seed": 3, "execution": "sequential",
+    return {"run_id": run_id, "seed": 3, "execution": "fused",
             "budget": {"max_trials": 4, "population_size": 2},
             "after_run": {"onnx": False, "report": False}, **extra}
 
