@@ -22,6 +22,8 @@ defmodule CerebrosBridge.PythonxRealTest do
     "search_space" => @space
   }
   @one %{max_trials: 1, population_size: 1}
+  # Trials of @long go on until cancelled (fused training ends 10 of them in seconds).
+  @many %{max_trials: 10_000, population_size: 2}
 
   setup_all do
     home = System.fetch_env!("PYX_PYTHON_HOME")
@@ -156,7 +158,7 @@ defmodule CerebrosBridge.PythonxRealTest do
   end
 
   test "a validate issued while 2 searches run answers in under 100 ms" do
-    jobs = for _ <- 1..2, do: elem(CerebrosBridge.start_nas(@long, []), 1)
+    jobs = for _ <- 1..2, do: elem(CerebrosBridge.start_nas(@long, budget: @many), 1)
     Enum.each(jobs, &wait_running/1)
 
     times =
@@ -198,7 +200,7 @@ defmodule CerebrosBridge.PythonxRealTest do
   end
 
   test "a worker killed mid-search is worker_crashed; the next search succeeds" do
-    {:ok, job} = CerebrosBridge.start_nas(@long, [])
+    {:ok, job} = CerebrosBridge.start_nas(@long, budget: @many)
     worker_pid = wait_running(job)
     System.cmd("kill", ["-9", "#{worker_pid}"])
     assert {:error, %Error{type: :worker_crashed}} = CerebrosBridge.await(job, 30_000)
@@ -257,7 +259,7 @@ defmodule CerebrosBridge.PythonxRealTest do
       Application.put_env(:cerebros_bridge, :python_path, [#{inspect(@root)}])
       Application.put_env(:cerebros_bridge, :artifacts_root, #{inspect(context.runs)})
       {:ok, _} = Application.ensure_all_started(:cerebros_bridge)
-      {:ok, job} = CerebrosBridge.start_nas(#{inspect(@long)})
+      {:ok, job} = CerebrosBridge.start_nas(#{inspect(@long)}, budget: #{inspect(@many)})
       pid = Stream.repeatedly(fn -> Process.sleep(200); CerebrosBridge.status(job) end)
             |> Stream.take(600)
             |> Enum.find_value(fn {:ok, %{"trials_done" => n, "worker_pid" => pid}} when n > 0 -> pid; _ -> nil end)

@@ -20,6 +20,8 @@ defmodule CerebrosBridge.SubprocessTest do
     "training" => %{"epochs" => 30, "patience" => 30},
     "search_space" => @space
   }
+  # Trials of @long go on until cancelled (fused training ends 10 of them in seconds).
+  @many %{max_trials: 10_000, population_size: 2}
   @one_trial %{max_trials: 1, population_size: 1}
 
   setup_all do
@@ -172,7 +174,7 @@ defmodule CerebrosBridge.SubprocessTest do
 
   test "a worker killed mid-search is a worker_crashed error; the next job gets a fresh worker",
        %{dir: dir} do
-    assert {:ok, job} = CerebrosBridge.start_nas(@long, opts(dir))
+    assert {:ok, job} = CerebrosBridge.start_nas(@long, Keyword.put(opts(dir), :budget, @many))
 
     worker_pid =
       wait_for(fn ->
@@ -201,7 +203,7 @@ defmodule CerebrosBridge.SubprocessTest do
        %{dir: dir} do
     own = Keyword.put(opts(dir), :python_path, [@root, dir])
     assert {:ok, %{"pid" => os_pid}} = CerebrosBridge.ping(own)
-    assert {:ok, job} = CerebrosBridge.start_nas(@long, own)
+    assert {:ok, job} = CerebrosBridge.start_nas(@long, Keyword.put(own, :budget, @many))
     System.cmd("kill", ["-9", "#{os_pid}"])
 
     assert {:error,
