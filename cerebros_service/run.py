@@ -26,8 +26,8 @@ from .data.splits import SearchSplits, align_test_set, search_splits
 from .errors import InputError, SearchFailed
 from .search.device import configure_device, keras_backend
 from .search.metrics import output_units
-from .search.records import Candidate, SearchOutcome, TrialRecord
-from .settings import Direction, SearchSettings, TrainSettings, best_of, outranks, resolve_metric
+from .search.records import Candidate, SearchOutcome, TrialRecord, takes_lead
+from .settings import Direction, SearchSettings, TrainSettings, best_of, resolve_metric
 from .search.space import architecture_summary
 from .search.train import StopCheck, TrainingData, make_training_data, train_population
 from .strategies import as_proposal, make_strategy
@@ -111,10 +111,7 @@ def run_search(
             state.generation_weights[record.trial] = record.weights  # what a next rung continues from
             if strategy.continues_trials and run_dir is not None:
                 resuming.save_weights(run_dir, record.trial, record.weights)
-        leader = state.best
-        if record.status == "completed" and outranks(record.value, record.trial, None if leader is None else
-                                                     leader.value, None if leader is None else leader.trial,
-                                                     direction):
+        if takes_lead(record, state.best, direction):
             if record.model_path is not None and run_dir is not None:
                 os.replace(record.model_path, run_dir.file(BEST_MODEL))  # atomic swap of the best
                 record = replace(record, model_path=str(run_dir.file(BEST_MODEL)))
@@ -131,10 +128,7 @@ def run_search(
         """A trial the earlier run finished: told to the strategy again, not trained again."""
         if record.architecture != candidate.architecture:
             raise resuming.mismatch(record.trial)
-        leader = state.best
-        if record.status == "completed" and outranks(record.value, record.trial, None if leader is None else
-                                                     leader.value, None if leader is None else leader.trial,
-                                                     direction):
+        if takes_lead(record, state.best, direction):
             kept = run_dir.file(BEST_MODEL)
             state.best, state.best_weights = replace(record, model_path=str(kept) if kept.exists() else None), None
         if strategy.continues_trials:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
+from ..settings import Direction, outranks
+
 TrialStatus = Literal["completed", "failed"]
 
 
@@ -66,6 +68,15 @@ class TrialRecord:
         record = asdict(replace(self, weights=None))
         del record["weights"]
         return record
+
+
+def takes_lead(record: TrialRecord, leader: TrialRecord | None, direction: Direction) -> bool:
+    """Whether ``record`` completed and outranks ``leader`` (any completed one does when there is none)."""
+    if record.status != "completed":
+        return False
+    if leader is None:
+        return outranks(record.value, record.trial, None, None, direction)
+    return outranks(record.value, record.trial, leader.value, leader.trial, direction)
 
 
 @dataclass(frozen=True)

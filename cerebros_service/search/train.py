@@ -28,7 +28,7 @@ from ..data.dataset import Dataset
 from ..settings import Direction, ExecutionSettings, Task, TrainSettings, outranks
 from .build import build_model, count_params, initial_weights
 from .device import compute_precision
-from .records import Candidate, TrialRecord
+from .records import Candidate, TrialRecord, takes_lead
 from .space import check_architecture
 from .scoring import score_population
 from .tracking import EpochTracker
@@ -153,9 +153,7 @@ class RecordSink:
         """A unit's records, which finished together: only their leader can be worth a model file."""
         leader = None
         for record in records:
-            if record.status == "completed" and record.weights is not None and (
-                    leader is None or outranks(record.value, record.trial, leader.value, leader.trial,
-                                               self.saver.direction)):
+            if record.weights is not None and takes_lead(record, leader, self.saver.direction):
                 leader = record
         for record in records:
             if record is leader:
