@@ -182,8 +182,7 @@ def _restore(model, plan, carried: dict) -> None:
     model.set_arrays(to_fused(plan, carried["weights"]))
     if carried["iterations"] is None:
         return  # the optimizer starts afresh
-    model.optimizer.build(model.trainable_variables)
-    slots = _optimizer_slots(model)
+    slots = _optimizer_slots(model)  # the optimizer is built with the model
     if slots is None:
         return
     for kind, per_candidate in carried["slots"].items():

@@ -316,6 +316,8 @@ def train_one(
         weights = candidate.initial_weights or initial_weights(arch, data.output_units, candidate.seed)
         with compute_precision(training.mixed_precision):
             model = standalone_model(arch, weights, data, training)
+        # Built before fit, not inside its first traced step (TensorFlow would trace it twice).
+        model.optimizer.build(model.trainable_variables)
         monitor = _SequentialMonitor(tracker, data, stop)
         keras.utils.set_random_seed(candidate.seed)  # dropout, when a unit has it
         # shuffle=False: Keras would reorder the batches on its own; training_batches does it, seeded.
