@@ -24,8 +24,10 @@ demo: $(VENV)/.installed
 
 test: test-python test-elixir test-pythonx
 
+# Two pytest workers, then the `serial` tests (real Dask worker restarts) on their own.
 test-python: $(VENV)/.installed-test
-	$(PY) -m pytest
+	$(PY) -m pytest -m 'not slow and not serial'
+	$(PY) -m pytest -m 'serial and not slow' -n 0
 
 # Elixir comes from Debian (hex.pm is not needed: the bridge has no hex dependency at test time).
 test-elixir: $(VENV)/.installed-test

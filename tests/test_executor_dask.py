@@ -19,6 +19,10 @@ import time
 import numpy as np
 import pytest
 
+# Real worker processes restarted and killed: run alone (make test runs `serial` tests
+# after the parallel ones), since a restart under a loaded CPU can outlast its timeout.
+pytestmark = pytest.mark.serial
+
 pytest.importorskip("distributed")
 
 from cerebros_service.boundary.schema import DaskExecutor, ProcessesExecutor  # noqa: E402
