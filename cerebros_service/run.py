@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from .settings import Direction, SearchSettings, TrainSettings, best_of, resolve
 from .search.space import architecture_summary
 from .search.train import StopCheck, TrainingData, make_training_data, train_population
 from .strategies import as_proposal, make_strategy
+
+if TYPE_CHECKING:  # for the annotation; plan_evaluation imports it where it is used
+    from .search.evaluate import HeldOut
 
 log = logging.getLogger(__name__)
 

@@ -173,8 +173,6 @@ def _classes():
 def make_fused_model(plan: FusedPlan, task: Task, *, feature_mean, feature_var, target_mean: float,
                      target_std: float, training: TrainSettings, seed: int,
                      jit_compile="auto", steps_per_execution: int = 1):
-    import keras
-
     population_class, loss_class = _classes()
     model = population_class(plan, task, feature_mean, feature_var, target_mean, target_std, seed)
     model.compile(
