@@ -26,7 +26,7 @@ import numpy as np
 
 from ..settings import Task, TrainSettings
 from .build import make_optimizer
-from .fused_plan import FusedPlan, trainable, variable_shapes
+from .fused_plan import INPUT_TAG, FusedPlan, trainable, variable_shapes
 
 BATCHNORM_MOMENTUM = 0.99  # Keras BatchNormalization's defaults, so a saved model behaves the same
 BATCHNORM_EPSILON = 1e-3
@@ -47,9 +47,9 @@ def _classes():
     class FusedPopulation(keras.Model):
         """K candidates in one model: input (B, D) raw features, output (B, K, out) logits/values.
 
-        Inside, activations are rows of one flat buffer (rows, B) (fused_plan.py):
-        each unit position gathers its members' input rows with one ``take`` and
-        applies their kernels with one batched ``matmul``.
+        Inside, each unit position's output is a block (members, width, B)
+        (fused_plan.py); a position reads each of its sources with one batched
+        ``matmul`` over the source's block, its members picked with one ``take``.
         """
 
         def __init__(self, plan: FusedPlan, task: Task, feature_mean, feature_var,
@@ -64,8 +64,16 @@ def _classes():
                 self.arrays[name] = self.add_weight(
                     shape=shape, initializer="zeros", trainable=trainable(name), name=name.replace("/", "__"))
             self.constants = {}
+            self.zero_entry = {slot.tag for slot in plan.slots if slot.picked_empty}
             for reader in plan.readers():
-                self._constant(f"{reader.tag}/rows", reader.rows.reshape(-1).astype(np.int32), "int32")
+                for link in reader.links:
+                    if link.picks is not None:
+                        self._constant(f"{link.kernel_name(reader.tag)}/picks", link.picks.astype(np.int32), "int32")
+                    if link.reads is not None:
+                        self._constant(f"{link.kernel_name(reader.tag)}/reads", link.reads[:, None, None])
+                if reader.ragged:
+                    rows = np.arange(reader.width)[None, :] < reader.widths[:, None]
+                    self._constant(f"{reader.tag}/rows", rows.astype(np.float32)[:, :, None])  # (M, W, 1)
             for slot in plan.slots:
                 if len(slot.activations) > 1:
                     onehot = np.eye(len(slot.activations), dtype=np.float32)[slot.activation_index]
@@ -88,28 +96,47 @@ def _classes():
 
         def call(self, features, training=False):
             x = ops.transpose(self.normalize(features))  # (D, B)
-            batch = ops.shape(x)[1]
-            buffer = ops.concatenate([ops.zeros((1, batch), x.dtype), ops.ones((1, batch), x.dtype), x], axis=0)
+            blocks = {INPUT_TAG: x}
             for slot in self.plan.slots:
-                out = self._activate(slot, self._dense(slot, buffer))  # (M, W, B)
+                out = self._activate(slot, self._dense(slot, blocks))  # (M, W, B)
                 if slot.any_batchnorm:
                     out = self._batchnorm(slot.tag, out, training)
                 if slot.any_dropout and training:
                     rate = self.constants[f"{slot.tag}/dropout"]
                     keep = keras.random.uniform(ops.shape(out), seed=self.seed_generator) >= rate
                     out = ops.where(keep, out / (1.0 - rate), 0.0)
-                buffer = ops.concatenate([buffer, ops.reshape(out, (-1, batch))], axis=0)
-            logits = ops.cast(self._dense(self.plan.head, buffer), "float32")  # (K, out, B); loss in float32
+                if slot.ragged:  # a narrower member's extra rows read as zeros
+                    out = out * self.constants[f"{slot.tag}/rows"]
+                if slot.picked_empty:  # the zero entry, for members that do not read this slot
+                    out = ops.concatenate([out, ops.zeros_like(out[:1])], axis=0)
+                blocks[slot.tag] = out
+            logits = ops.cast(self._dense(self.plan.head, blocks), "float32")  # (K, out, B); loss in float32
             if self.task == "regression":
                 logits = logits * self.target_std + self.target_mean
             active = self.active
             logits = active * logits + (1.0 - active) * ops.stop_gradient(logits)
             return ops.transpose(logits, (2, 0, 1))
 
-        def _dense(self, reader, buffer):
-            gathered = ops.take(buffer, self.constants[f"{reader.tag}/rows"], axis=0)
-            gathered = ops.reshape(gathered, (len(reader.members), reader.fan_in + 1, -1))
-            return ops.matmul(self.arrays[f"{reader.tag}/kernel"], gathered)
+        def _dense(self, reader, blocks):
+            members = len(reader.members)
+            total = ops.expand_dims(self.arrays[f"{reader.tag}/bias"], 2)  # (M, W, 1)
+            for link in reader.links:
+                name = link.kernel_name(reader.tag)
+                kernel = self.arrays[name]  # (M, W, source width)
+                source = blocks[link.source]
+                if link.source == INPUT_TAG:  # one (M*W, D) x (D, B) product for every member
+                    piece = ops.reshape(ops.matmul(ops.reshape(kernel, (members * reader.width, link.width)),
+                                                   source), (members, reader.width, -1))
+                    if link.reads is not None:
+                        piece = piece * self.constants[f"{name}/reads"]
+                else:
+                    if link.picks is not None:
+                        source = ops.take(source, self.constants[f"{name}/picks"], axis=0)
+                    elif link.source in self.zero_entry:  # not read here
+                        source = source[:members]
+                    piece = ops.matmul(kernel, source)
+                total = total + piece
+            return total
 
         def _activate(self, slot, pre):
             if len(slot.activations) == 1:

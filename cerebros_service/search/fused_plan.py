@@ -7,24 +7,25 @@ topological order for every candidate. Only the candidates that have a unit at a
 position (its *members*) compute there, so a deep or wide unit that few
 candidates have costs only them.
 
-Activations live in one flat *buffer* of rows (features × batch) shared by the
-chunk: row 0 is zeros, row 1 is ones, then the normalized input's features (once,
-for everybody), then each slot's block, one row per member and output column. A
-unit reads its inputs with ONE gather from that buffer: exactly its predecessors'
-real rows (in build.py's sorted order), padded to the widest fan-in among the
-members with the zero row, then the ones row. Its kernel, stored transposed as
-``(width, fan_in + 1)``, holds the standalone Dense kernel's transpose in its
-corner and the bias in its last column. Padding costs neither gradients (zero
-inputs) nor masks; columns beyond a member's real width are never read by
-anybody. Moving weights between a candidate's standalone layout (build.py's layer
-names, Keras order) and its slice of the batched arrays is a copy of a corner,
-both ways: a fused candidate is saved as an ordinary Keras model, and a
-standalone one (from an earlier rung, say) can continue fused.
+Each slot's output is a *block* ``(members, width, batch)``. A unit position reads
+every source (the input or an earlier slot) that any of its members reads through
+a *link*: one kernel ``(members, width, source width)`` applied with one batched
+matmul to the source's block, whose members are first *picked* in the reader's
+order (a member that has no such source, or does not read it, picks the zero
+entry). The reader's output is the sum over its links plus a bias. That is
+exactly a concatenating Dense: its kernel, cut row-wise by predecessor, is the
+links' kernels, transposed. Gathering whole member blocks (not single rows) keeps
+the backward pass a few large additions; a block's rows beyond a member's real
+width are zeroed, so padding trains nothing and changes no candidate. Moving
+weights between a candidate's standalone layout (build.py's layer names, Keras
+order) and its slice of the batched arrays is a copy of corners, both ways: a
+fused candidate is saved as an ordinary Keras model, and a standalone one (from
+an earlier rung, say) can continue fused.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -32,28 +33,51 @@ from .build import Weights, batchnorm_name, dense_name, unit_dropout, unit_spec,
 from .space import INPUT, Node, all_nodes, level_sizes, predecessors_of
 
 HEAD = "head"
-ZERO_ROW, ONES_ROW, FIRST_INPUT_ROW = 0, 1, 2
+INPUT_TAG = "input"
 BATCHNORM_PARTS = ("gamma", "beta", "moving_mean", "moving_variance")
 
 
 @dataclass
+class Link:
+    """What one unit position reads from one source (the input or an earlier slot)."""
+
+    source: str  # INPUT_TAG or the source slot's tag
+    width: int  # rows of the source's block per member
+    # (M,) the source member each reader member reads; the source's member count
+    # means the zero entry. None: the source's members are the reader's, all reading it.
+    picks: np.ndarray | None
+    # input only: (M,) 1.0 where the member reads the input (None: all do)
+    reads: np.ndarray | None = None
+
+    def kernel_name(self, reader_tag: str) -> str:
+        return f"{reader_tag}/from_{self.source}"
+
+
+@dataclass
 class Reader:
-    """One unit position: its members, the buffer rows each one gathers, its kernel's shape."""
+    """One unit position: its members, what each reads, its kernels' shapes."""
 
     tag: str  # array name prefix
     node: Node | None  # the slot's (level, unit); None for the head
     members: np.ndarray  # (M,) candidate indices that have a unit here, ascending
-    fan_in: int  # widest real fan-in among members (the kernel has fan_in + 1 columns)
     width: int  # output rows per member
-    rows: np.ndarray  # (M, fan_in + 1) buffer rows to gather, last one the ones row
-    fan_ins: np.ndarray  # (M,) each member's real fan-in
     widths: np.ndarray  # (M,) each member's real width
-    block_start: int = 0  # first buffer row of this unit's outputs (slots only)
+    links: list[Link]
+    # per member, its predecessors in build.py's concatenation order: (link index, real rows)
+    inputs: list[list[tuple[int, int]]] = field(default_factory=list)
 
     def position(self, candidate: int) -> int | None:
         """Where ``candidate`` sits among the members (None: it has no unit here)."""
         found = np.flatnonzero(self.members == candidate)
         return int(found[0]) if len(found) else None
+
+    @property
+    def ragged(self) -> bool:
+        """Some member is narrower than the slot (its extra rows must read as zeros)."""
+        return bool((self.widths < self.width).any())
+
+    def padded_params(self) -> int:
+        return len(self.members) * self.width * (sum(link.width for link in self.links) + 1)
 
 
 @dataclass
@@ -62,6 +86,7 @@ class Slot(Reader):
     activation_index: np.ndarray | None = None  # (M,) index into ``activations``
     batchnorm: np.ndarray | None = None  # (M,) 1.0 where the unit normalizes its output
     dropout: np.ndarray | None = None  # (M,) dropout rate
+    picked_empty: bool = False  # some reader picks this slot's zero entry
 
     @property
     def any_batchnorm(self) -> bool:
@@ -89,21 +114,22 @@ class FusedPlan:
 
     def padded_params(self) -> int:
         """Parameters the fused arrays hold for the whole chunk (what memory and FLOPs scale with)."""
-        return sum(len(r.members) * (r.fan_in + 1) * r.width for r in self.readers())
+        return sum(r.padded_params() for r in self.readers())
 
 
-def unit_shapes(arch: dict, output_units: int) -> dict[Node | str, tuple[int, int]]:
-    """Each unit's (real fan-in, width) by position (``HEAD`` for the output unit): all a chunk's
-    padded size depends on, so chunks can be planned without building layouts."""
+def unit_shapes(arch: dict, output_units: int) -> dict[Node | str, tuple[frozenset, int]]:
+    """Each unit's (source positions, width) by position (``HEAD`` for the output unit), the
+    input's width under ``INPUT``: all a chunk's padded size depends on, so chunks can be
+    planned without building layouts."""
     predecessors = predecessors_of(arch)
     nodes = all_nodes(level_sizes(arch))
-    shapes: dict[Node | str, tuple[int, int]] = {}
+    shapes: dict[Node | str, tuple[frozenset, int]] = {INPUT: (frozenset(), unit_width(arch, INPUT))}
     for node in nodes[1:]:
-        fan_in = sum(unit_width(arch, src) for src in predecessors[node])
+        sources = frozenset(predecessors[node])
         if node == nodes[-1]:
-            shapes[HEAD] = (fan_in, output_units)
+            shapes[HEAD] = (sources, output_units)
         else:
-            shapes[node] = (fan_in, unit_width(arch, node))
+            shapes[node] = (sources, unit_width(arch, node))
     return shapes
 
 
@@ -112,22 +138,26 @@ class PaddedSize:
     (the same figure as ``make_plan(...).padded_params()``)."""
 
     def __init__(self):
-        self.positions: dict[Node | str, list[int]] = {}  # position -> [members, widest fan-in, widest width]
+        self.members: dict[Node | str, int] = {}
+        self.widths: dict[Node | str, int] = {}
+        self.sources: dict[Node | str, frozenset] = {}
 
     def total(self, extra: dict | None = None) -> int:
-        total = 0
-        for position in set(self.positions) | set(extra or {}):
-            members, fan_in, width = self.positions.get(position, (0, 0, 0))
-            if extra and position in extra:
-                members, fan_in, width = members + 1, max(fan_in, extra[position][0]), max(width, extra[position][1])
-            total += members * (fan_in + 1) * width
-        return total
+        members, widths, sources = dict(self.members), dict(self.widths), dict(self.sources)
+        if extra:
+            _merge(members, widths, sources, extra)
+        return sum(count * widths[position] * (1 + sum(widths[s] for s in sources[position]))
+                   for position, count in members.items() if position != INPUT)
 
     def add(self, shapes: dict) -> None:
-        for position, (fan_in, width) in shapes.items():
-            entry = self.positions.setdefault(position, [0, 0, 0])
-            entry[0] += 1
-            entry[1], entry[2] = max(entry[1], fan_in), max(entry[2], width)
+        _merge(self.members, self.widths, self.sources, shapes)
+
+
+def _merge(members: dict, widths: dict, sources: dict, shapes: dict) -> None:
+    for position, (reads, width) in shapes.items():
+        members[position] = members.get(position, 0) + 1
+        widths[position] = max(widths.get(position, 0), width)
+        sources[position] = sources.get(position, frozenset()) | reads
 
 
 def fusable(arch: dict) -> bool:
@@ -142,47 +172,48 @@ def make_plan(architectures: list[dict], output_units: int) -> FusedPlan:
     if any(int(a["input_dim"]) != input_dim for a in architectures):
         raise ValueError("all architectures of a fused chunk must share input_dim")
     positions = sorted({node for arch in architectures for node in all_nodes(level_sizes(arch))[1:-1]})
-    first_row: dict[tuple[int, Node], int] = {}  # (candidate, its unit) -> first buffer row of its output
+    by_node: dict[Node, Slot] = {}
 
-    def reader(tag: str, node: Node | None, units: dict[int, Node], width: int) -> dict:
-        """Gather rows of each member (its sorted predecessors' real rows), padded to the widest."""
+    def reader(tag: str, node: Node | None, units: dict[int, Node]) -> dict:
+        """Links to every source any member reads, in source order (the input, then slots)."""
         members = np.array(sorted(units), dtype=np.int64)
-        lists = []
-        for index in members:
-            arch, rows = architectures[index], []
-            for src in predecessors_of(arch)[units[index]]:
-                start = FIRST_INPUT_ROW if src == INPUT else first_row[(int(index), src)]
-                rows.extend(range(start, start + unit_width(arch, src)))
-            lists.append(rows)
-        fan_ins = np.array([len(r) for r in lists], dtype=np.int64)
-        widest = int(fan_ins.max())
-        padded = np.full((len(members), widest + 1), ZERO_ROW, dtype=np.int64)
-        for position, rows in enumerate(lists):
-            padded[position, :len(rows)] = rows
-        padded[:, widest] = ONES_ROW
-        return dict(tag=tag, node=node, members=members, fan_in=widest, width=width, rows=padded,
-                    fan_ins=fan_ins)
+        reads = [predecessors_of(architectures[index])[units[index]] for index in members]
+        sources = sorted({src for srcs in reads for src in srcs})
+        links = []
+        for src in sources:
+            if src == INPUT:
+                flags = np.array([INPUT in srcs for srcs in reads], np.float32)
+                links.append(Link(INPUT_TAG, input_dim, None, None if flags.all() else flags))
+                continue
+            slot = by_node[src]
+            picks = np.array([slot.position(int(index)) if src in srcs else len(slot.members)
+                              for index, srcs in zip(members, reads)], dtype=np.int64)
+            if (picks == len(slot.members)).any():
+                slot.picked_empty = True
+            same = len(picks) == len(slot.members) and (picks == np.arange(len(picks))).all()
+            links.append(Link(slot.tag, slot.width, None if same else picks))
+        link_of = {src: number for number, src in enumerate(sources)}
+        inputs = [[(link_of[src], unit_width(architectures[index], src)) for src in srcs]
+                  for index, srcs in zip(members, reads)]
+        return dict(tag=tag, node=node, members=members, links=links, inputs=inputs)
 
-    slots, next_row = [], FIRST_INPUT_ROW + input_dim
+    slots = []
     for node in positions:
         units = {index: node for index, arch in enumerate(architectures) if _has(arch, node)}
         specs = [unit_spec(architectures[index], node) for index in sorted(units)]
-        width = max(int(spec["neurons"]) for spec in specs)
+        widths = np.array([spec["neurons"] for spec in specs], dtype=np.int64)
         activations = tuple(sorted({spec["activation"] for spec in specs}))
         slot = Slot(
-            **reader(f"unit_{node[0]}_{node[1]}", node, units, width), block_start=next_row,
-            widths=np.array([spec["neurons"] for spec in specs], dtype=np.int64),
+            **reader(f"unit_{node[0]}_{node[1]}", node, units), width=int(widths.max()), widths=widths,
             activations=activations,
             activation_index=np.array([activations.index(spec["activation"]) for spec in specs], dtype=np.int64),
             batchnorm=np.array([1.0 if spec.get("batchnorm") else 0.0 for spec in specs], np.float32),
             dropout=np.array([unit_dropout(architectures[index], node) for index in sorted(units)], np.float32),
         )
-        for position, index in enumerate(slot.members):
-            first_row[(int(index), node)] = next_row + position * width
-        next_row += len(slot.members) * width
+        by_node[node] = slot
         slots.append(slot)
     outputs = {index: all_nodes(level_sizes(arch))[-1] for index, arch in enumerate(architectures)}
-    head = Reader(**reader(HEAD, None, outputs, output_units),
+    head = Reader(**reader(HEAD, None, outputs), width=output_units,
                   widths=np.full(len(architectures), output_units, dtype=np.int64))
     return FusedPlan(architectures, input_dim, output_units, slots, head)
 
@@ -199,20 +230,18 @@ def variable_shapes(plan: FusedPlan) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every batched array (leading axis: the reader's members), in a fixed order."""
     shapes: dict[str, tuple[int, ...]] = {}
     for reader in plan.readers():
-        shapes[f"{reader.tag}/kernel"] = (len(reader.members), reader.width, reader.fan_in + 1)
+        count = len(reader.members)
+        for link in reader.links:
+            shapes[link.kernel_name(reader.tag)] = (count, reader.width, link.width)
+        shapes[f"{reader.tag}/bias"] = (count, reader.width)
         if isinstance(reader, Slot) and reader.any_batchnorm:
             for part in BATCHNORM_PARTS:
-                shapes[f"{reader.tag}/{part}"] = (len(reader.members), reader.width)
+                shapes[f"{reader.tag}/{part}"] = (count, reader.width)
     return shapes
 
 
 def trainable(name: str) -> bool:
     return not name.endswith(("moving_mean", "moving_variance"))
-
-
-def array_owner(plan: FusedPlan) -> dict[str, Reader]:
-    """Array name -> the reader whose members index its leading axis."""
-    return {name: next(r for r in plan.readers() if name.startswith(r.tag + "/")) for name in variable_shapes(plan)}
 
 
 def _unit_readers(plan: FusedPlan, index: int) -> list[tuple[Node, Reader, str]]:
@@ -240,42 +269,31 @@ def to_fused(plan: FusedPlan, per_candidate: list[Weights], *, identity: bool = 
     for index, weights in enumerate(per_candidate):
         for node, reader, layer in _unit_readers(plan, index):
             kernel, bias = weights[layer]
-            fan_in, width = kernel.shape
+            width = kernel.shape[1]
             position = reader.position(index)
-            target = arrays[f"{reader.tag}/kernel"][position]
-            target[:width, :fan_in] = kernel.T
-            target[:width, reader.fan_in] = bias
+            row = 0
+            for link_index, rows in reader.inputs[position]:
+                name = reader.links[link_index].kernel_name(reader.tag)
+                arrays[name][position, :width, :rows] = kernel[row:row + rows].T
+                row += rows
+            arrays[f"{reader.tag}/bias"][position, :width] = bias
             if _normalizes(plan, index, node, reader):
                 for part, values in zip(BATCHNORM_PARTS, weights[batchnorm_name(node)]):
                     arrays[f"{reader.tag}/{part}"][position, :width] = values
     return arrays
 
 
-def from_fused(plan: FusedPlan, arrays: dict[str, np.ndarray], index: int, *, sliced: bool = False) -> Weights:
-    """Candidate ``index``'s standalone weights (build.py layer names) out of the batched arrays.
-
-    With ``sliced``, ``arrays`` holds that candidate's slices already (``candidate_slices``).
-    """
+def from_fused(plan: FusedPlan, arrays: dict[str, np.ndarray], index: int) -> Weights:
+    """Candidate ``index``'s standalone weights (build.py layer names) out of the batched arrays."""
     weights: Weights = {}
     for node, reader, layer in _unit_readers(plan, index):
         position = reader.position(index)
-
-        def part(name: str) -> np.ndarray:
-            return arrays[name] if sliced else arrays[name][position]
-
-        fan_in, width = int(reader.fan_ins[position]), int(reader.widths[position])
-        kernel = part(f"{reader.tag}/kernel")
-        weights[layer] = [np.ascontiguousarray(kernel[:width, :fan_in].T), kernel[:width, reader.fan_in].copy()]
+        width = int(reader.widths[position])
+        pieces = [arrays[reader.links[link_index].kernel_name(reader.tag)][position, :width, :rows].T
+                  for link_index, rows in reader.inputs[position]]
+        weights[layer] = [np.ascontiguousarray(np.concatenate(pieces, axis=0)),
+                          arrays[f"{reader.tag}/bias"][position, :width].copy()]
         if _normalizes(plan, index, node, reader):
-            weights[batchnorm_name(node)] = [part(f"{reader.tag}/{name}")[:width].copy() for name in BATCHNORM_PARTS]
+            weights[batchnorm_name(node)] = [arrays[f"{reader.tag}/{name}"][position, :width].copy()
+                                             for name in BATCHNORM_PARTS]
     return weights
-
-
-def candidate_slices(plan: FusedPlan, arrays: dict[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
-    """Candidate ``index``'s slice of every array it has a unit in (copied: training goes on)."""
-    slices = {}
-    for name, reader in array_owner(plan).items():
-        position = reader.position(index)
-        if position is not None:
-            slices[name] = arrays[name][position].copy()
-    return slices
