@@ -200,7 +200,13 @@ def test_fused_candidates_become_standalone_models_that_predict_the_same():
                           activations=("elu", "relu", "tanh"), lateral_probability=0.9)
     archs = [c.architecture for c in _candidates(data, 5, space=space, seed=3)]
     archs[2]["levels"][0]["units"][0]["batchnorm"] = True
+    head = [len(archs[0]["levels"]) - 1, 0]
+    archs[0]["edges"] = [e for e in archs[0]["edges"] if e != [[-1, 0], head]]  # the other heads read the input
     plan = make_plan(archs, data.output_units)
+    # the layout's corners are all here: narrower members, members that skip a source they
+    # have, a source read by some members only
+    assert any(r.ragged for r in plan.readers()) and any(s.picked_empty for s in plan.slots)
+    assert any(link.reads is not None for link in plan.head.links)
     model = make_fused_model(plan, "multiclass", feature_mean=data.feature_mean, feature_var=data.feature_var,
                              target_mean=0.0, target_std=1.0, training=tiny_training(learning_rate=0.01, weight_decay=0.0),
                              seed=0)
@@ -215,6 +221,28 @@ def test_fused_candidates_become_standalone_models_that_predict_the_same():
     # and back: the standalone weights put into a fresh fused model predict the same again
     model.set_arrays(to_fused(plan, [from_fused(plan, arrays, i) for i in range(len(archs))]))
     np.testing.assert_allclose(to_probabilities("multiclass", model.predict_on_batch(data.x_val)), fused, atol=1e-6)
+
+
+def test_the_fused_optimizer_updates_weights_as_keras_adamw_does():
+    import keras
+
+    from cerebros_service.search.build import make_optimizer
+    from cerebros_service.search.fused import _classes
+
+    training = tiny_training(learning_rate=0.01, weight_decay=0.004, lr_schedule="cosine", steps_per_epoch=3)
+    rng = np.random.default_rng(0)
+    start = [rng.normal(size=shape).astype("float32") for shape in [(4, 3, 5), (4, 3)]]
+    grads = [[rng.normal(size=w.shape).astype("float32") for w in start] for _ in range(4)]
+    results = []
+    for optimizer in (make_optimizer(training), make_optimizer(training, _classes()[2])):
+        variables = [keras.Variable(w) for w in start]
+        optimizer.build(variables)
+        for step in grads:
+            optimizer.apply(step, variables)
+        results.append([keras.ops.convert_to_numpy(v) for v in variables])
+    for ours, keras_own in zip(*results[::-1]):
+        assert not np.allclose(ours, start[0] if ours.ndim == 3 else start[1])
+        np.testing.assert_allclose(ours, keras_own, rtol=1e-5, atol=1e-6)
 
 
 def test_a_saved_fused_model_loads_without_custom_objects(tmp_path):

@@ -172,9 +172,10 @@ def _merge(arch: dict, node: Node, sources: list[Node], tensors: dict):
     return keras.layers.Add(name=f"add_{level}_{unit}")(padded)
 
 
-def make_optimizer(training: TrainSettings):
+def make_optimizer(training: TrainSettings, optimizer_class=None):
     """The optimizer both trainers use (one place to change it): AdamW (Cerebros' choice), with
-    ``training.lr_schedule`` ("cosine" needs ``steps_per_epoch``, which the run loop sets)."""
+    ``training.lr_schedule`` ("cosine" needs ``steps_per_epoch``, which the run loop sets).
+    ``optimizer_class``: an AdamW subclass (the fused trainer's)."""
     import keras
 
     learning_rate = training.learning_rate
@@ -183,7 +184,8 @@ def make_optimizer(training: TrainSettings):
         # models load without custom objects.
         learning_rate = keras.optimizers.schedules.CosineDecay(
             training.learning_rate, decay_steps=max(1, training.steps_per_epoch * training.epochs))
-    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=training.weight_decay)
+    return (optimizer_class or keras.optimizers.AdamW)(learning_rate=learning_rate,
+                                                       weight_decay=training.weight_decay)
 
 
 def count_params(arch: dict, output_units: int) -> int:
