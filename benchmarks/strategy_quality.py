@@ -71,7 +71,8 @@ def main() -> None:
             for system in systems:
                 request = {"system": system, "dataset": name, "seed": seed, "budget_s": args.budget_s,
                            "training": asdict(training), "space": _plain(asdict(space)),
-                           "population": args.population, "device": args.device, "peer_trials": args.peer_trials}
+                           "population": args.population, "device": args.device, "peer_trials": args.peer_trials,
+                           "refit": args.refit}
                 row = spawn(request, timeout=max(600.0, 6 * args.budget_s))
                 rows.append(row)
                 print(_line(row), flush=True)
@@ -115,9 +116,10 @@ def run_one(request: dict) -> dict:
     if system == "kerastuner":
         row.update(kerastuner_test_metric(dataset, seed, budget_s, training, request["peer_trials"]))
     else:
+        evaluation = EvaluationSettings(test_split=TEST_SPLIT, refit=request.get("refit", False))
         settings = SearchSettings(strategy=system, seed=seed, max_trials=MAX_TRIALS,
                                   population_size=request["population"], max_time_seconds=budget_s,
-                                  training=training, space=space, evaluation=EvaluationSettings(test_split=TEST_SPLIT))
+                                  training=training, space=space, evaluation=evaluation)
         outcome = run_search(dataset, settings)
         row.update(test=outcome.test_metric, validation=outcome.best.value, trials=len(outcome.trials),
                    epochs=sum(t.epochs_run for t in outcome.trials), population=settings.generation_size,
@@ -169,6 +171,7 @@ def _report(rows: list[dict], args, training: TrainSettings) -> str:
     lines = [f"# strategy quality: {len(args.seeds)} seed(s), {args.budget_s:.0f} s per search",
              f"machine: {machine()}",
              f"training: epochs {training.epochs}, lr {training.learning_rate} ({training.lr_schedule}), "
+             f"{'refit on training + validation, ' if args.refit else ''}"
              f"patience {training.patience}, batch {training.batch_size}",
              "",
              "| dataset | metric | system | test mean ± sd | val mean | trials | best epoch / run (median) "
@@ -272,6 +275,8 @@ def _arguments():
                         help="search-space overrides, e.g. bnorm_or_dropout=none wiring=poisson")
     parser.add_argument("--peer-trials", type=int, default=PEER_TRIALS,
                         help=f"KerasTuner's trial cap (default {PEER_TRIALS}; it has no clock)")
+    parser.add_argument("--refit", action="store_true",
+                        help="evaluation.refit: test the winner retrained on training + validation rows")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one search, in a child
     parser.add_argument("--json", default=None, help="also write every row to this file")

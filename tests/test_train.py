@@ -56,6 +56,19 @@ def test_tracker_keeps_the_best_epoch_and_stops_after_patience():
     assert tracker.history["val_rmse"] == values and tracker.first_epoch_s is not None
 
 
+def test_tracker_breaks_a_tie_on_the_value_by_the_lower_validation_loss():
+    tracker = EpochTracker("val_accuracy", "max", patience=2, started=time.monotonic())
+    epochs = [(0.9, 0.50), (1.0, 0.40), (1.0, 0.30), (1.0, 0.35), (1.0, 0.20), (1.0, 0.25), (1.0, 0.26)]
+    improved = [tracker.epoch_end(e, {"loss": 1.0, "val_accuracy": a, "val_loss": l})
+                for e, (a, l) in enumerate(epochs)]
+    assert improved == [True, True, True, False, True, False, False]
+    assert tracker.best_epoch == 5 and tracker.best_value == 1.0 and tracker.best_loss == 0.20
+    assert tracker.stop_reason == "patience"
+    # monitoring the loss itself has no tie to break
+    plain = EpochTracker("val_loss", "min", patience=2, started=time.monotonic())
+    assert [plain.epoch_end(e, {"val_loss": v}) for e, v in enumerate([0.5, 0.5])] == [True, False]
+
+
 @pytest.mark.parametrize("logs", [{"loss": float("nan"), "val_accuracy": 0.5},
                                   {"loss": 0.3, "val_loss": float("inf"), "val_accuracy": 0.5},
                                   {"loss": 0.3, "val_accuracy": float("nan")}])
