@@ -1,0 +1,63 @@
+"""One fused chunk of K default-space digits architectures: its first epoch (trace + run) and later epochs.
+
+    .venv/bin/python benchmarks/fused_chunk.py [--candidates 40] [--bnorm-or-dropout bnorm|dropout|none]
+
+The figures of docs/benchmarks.md ("Where a fused TensorFlow chunk spends its time");
+``KERAS_BACKEND=jax`` measures the JAX backend. No validation scoring, saving or
+compaction: the chunk's ``fit`` alone, 5 epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", type=int, default=40)
+    parser.add_argument("--bnorm-or-dropout", default="bnorm", choices=("bnorm", "dropout", "none"))
+    parser.add_argument("--epochs", type=int, default=5)
+    args = parser.parse_args()
+
+    import keras
+
+    from cerebros_service.data.builtin import load_builtin
+    from cerebros_service.search.build import initial_weights
+    from cerebros_service.search.fused import make_fused_model
+    from cerebros_service.search.fused_plan import make_plan, to_fused
+    from cerebros_service.search.space import sample_architecture
+    from cerebros_service.search.train import make_training_data, training_batches
+    from cerebros_service.settings import SpaceSettings, TrainSettings
+
+    dataset = load_builtin("digits")
+    order = np.random.default_rng(0).permutation(dataset.n_samples)
+    data = make_training_data(dataset, order[:1150], order[1150:1437])
+    space = SpaceSettings(bnorm_or_dropout=args.bnorm_or_dropout)
+    rng = np.random.default_rng(0)
+    archs = [sample_architecture(space, data.input_dim, data.output_units, rng) for _ in range(args.candidates)]
+    plan = make_plan(archs, data.output_units)
+    model = make_fused_model(plan, data.task, feature_mean=data.feature_mean, feature_var=data.feature_var,
+                             target_mean=0.0, target_std=1.0, training=TrainSettings(), seed=0)
+    model.set_arrays(to_fused(plan, [initial_weights(a, data.output_units, i) for i, a in enumerate(archs)]))
+    times: list[float] = []
+
+    class EpochTimes(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times.append(time.monotonic() - self.started)
+
+    batches = training_batches(data, 32, 0)
+    model.fit(batches, epochs=args.epochs, verbose=0, shuffle=False, callbacks=[EpochTimes()])
+    later = float(np.median(times[1:]))
+    print(f"{keras.backend.backend()}: {args.candidates} candidates, {len(plan.slots)} unit positions, "
+          f"{plan.padded_params():,} padded parameters; first epoch {times[0]:.2f} s, later "
+          f"{later:.3f} s ({1000 * later / len(batches):.1f} ms a step)")
+
+
+if __name__ == "__main__":
+    main()
