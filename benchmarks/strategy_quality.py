@@ -116,7 +116,7 @@ def run_one(request: dict) -> dict:
     if system == "kerastuner":
         row.update(kerastuner_test_metric(dataset, seed, budget_s, training, request["peer_trials"]))
     else:
-        evaluation = EvaluationSettings(test_split=TEST_SPLIT, refit=request.get("refit", False))
+        evaluation = EvaluationSettings(test_split=TEST_SPLIT, refit=request["refit"])
         settings = SearchSettings(strategy=system, seed=seed, max_trials=MAX_TRIALS,
                                   population_size=request["population"], max_time_seconds=budget_s,
                                   training=training, space=space, evaluation=evaluation)

@@ -3,10 +3,9 @@
 Both trainers feed it one epoch's scores at a time. It keeps the best epoch of the
 ranking metric (on a tie, the lower validation loss), asks to stop after ``patience``
 epochs without gain, and says when the candidate's weights must be snapshot (each
-new best), so the reported value,
-the reported epoch and the saved weights always come from the same epoch — however
-training ends (patience, all epochs, deadline, cancel, or a value that stops being
-finite after good epochs).
+new best), so the reported value, the reported epoch and the saved weights always
+come from the same epoch — however training ends (patience, all epochs, deadline,
+cancel, or a value that stops being finite after good epochs).
 """
 
 from __future__ import annotations
@@ -66,9 +65,9 @@ class EpochTracker:
         value = logs.get(self.monitor)
         if value is None:
             return False
-        loss = logs.get("val_loss")
-        if is_better(float(value), self.best_value, self.direction) or self._as_good_and_surer(float(value), loss):
-            self.best_value, self.best_epoch, self.wait = float(value), epoch + 1, 0
+        value, loss = float(value), logs.get("val_loss")
+        if is_better(value, self.best_value, self.direction) or self._as_good_and_surer(value, loss):
+            self.best_value, self.best_epoch, self.wait = value, epoch + 1, 0
             self.best_loss = None if loss is None else float(loss)
             return True
         self.wait += 1
