@@ -1,7 +1,7 @@
 """Trials on Dask workers (opts.executor "processes" | "dask"): a real LocalCluster, tiny data.
 
-One cluster of 2 worker processes (1 thread each) serves most tests through the
-"dask" kind; its scheduler reports a dead worker at once (allowed-failures 0, as
+One cluster of 2 worker processes (1 thread each), the "processes" kind's own,
+serves most tests through the "dask" kind; its scheduler reports a dead worker at once (allowed-failures 0, as
 the "processes" kind sets it), and its workers pin their thread pools from
 CEREBROS_WORKER_THREADS as an operator's would. A fresh worker pays TensorFlow's
 import (~7 s on 2 cores) once, so tests that restart or kill workers come last.
@@ -28,7 +28,7 @@ pytest.importorskip("distributed")
 from cerebros_service.boundary.schema import DaskExecutor, ProcessesExecutor  # noqa: E402
 from cerebros_service.data.dataset import split_indices  # noqa: E402
 from cerebros_service.jobs.executors.dask_tasks import TrainTask, WorkerSetup, run_train_task  # noqa: E402
-from cerebros_service.jobs.executors.dask_trials import open_trainer, plan_units, visible_gpus  # noqa: E402
+from cerebros_service.jobs.executors.dask_trials import scheduler_info, open_trainer, plan_units, visible_gpus  # noqa: E402
 from cerebros_service.run import data_order_seed, run_search, trial_seed  # noqa: E402
 from cerebros_service.search.records import Candidate  # noqa: E402
 from cerebros_service.search.space import sample_architecture  # noqa: E402
@@ -41,12 +41,11 @@ TIMING_FIELDS = ("duration_s", "first_epoch_s", "model_path")
 
 @pytest.fixture(scope="module")
 def cluster():
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-        local = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                             dashboard_address=":0", memory_limit=0, env={"CEREBROS_WORKER_THREADS": "1"})
+    from cerebros_service.jobs.executors.local_cluster import start_local_cluster
+
+    local = start_local_cluster(2, {"CEREBROS_WORKER_THREADS": "1"})
     client = Client(local, set_as_default=False)
     yield local, client
     client.close()
@@ -286,6 +285,25 @@ def test_workers_are_recycled_after_trials_per_worker(cluster, trainer):
     assert before.isdisjoint(client.run(os.getpid).values())
     # The restarted processes held no copy of the dataset: it was sent again, once.
     assert used.dataset_copies == 2
+
+
+def test_a_killed_worker_comes_back_even_when_the_lost_worker_timer_fires_meanwhile(cluster):
+    """Dask's own LocalCluster closes the nanny of a worker that is still gone when
+    lost-worker-timeout runs out (15 s by default; 0 here, so that it runs out while the
+    nanny restarts it); the cluster stayed a worker short for good."""
+    import dask
+
+    local, client = cluster
+    client.wait_for_workers(2, timeout=60)
+    address, pid = next(iter(client.run(os.getpid).items()))
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while address in scheduler_info(client)["workers"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the timer's callback runs on the cluster's loop
+    client.wait_for_workers(2, timeout=60)
+    assert len(local.workers) == 2 and pid not in client.run(os.getpid).values()
 
 
 # --------------------------------------------------------------------------- the front door

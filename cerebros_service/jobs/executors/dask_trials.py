@@ -227,7 +227,7 @@ class DaskTrainer:
 
     def _workers(self) -> dict[str, str]:
         """Address -> name of the workers the scheduler knows now."""
-        info = self._dask("listing workers", _scheduler_info, self.client).get("workers", {})
+        info = self._dask("listing workers", scheduler_info, self.client).get("workers", {})
         return {address: str(worker.get("name", address)) for address, worker in info.items()}
 
     # ------------------------------------------------------------------ receiving
@@ -389,7 +389,7 @@ class DaskTrainer:
                 log.warning("closing the local Dask cluster failed: %s", exc)
 
 
-def _scheduler_info(client) -> dict:
+def scheduler_info(client) -> dict:
     try:
         return client.scheduler_info(n_workers=-1)  # every worker (newer Dask lists 5 by default)
     except TypeError:  # older Dask: always every worker
@@ -421,8 +421,9 @@ def open_trainer(executor, *, device: str = "auto") -> DaskTrainer:
 
 
 def _local_cluster(executor, device: str, backend: str) -> DaskTrainer:
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from .local_cluster import start_local_cluster
 
     gpus = visible_gpus(device)
     workers = executor.workers or len(gpus) or _cores()
@@ -430,10 +431,7 @@ def _local_cluster(executor, device: str, backend: str) -> DaskTrainer:
     env = {"CEREBROS_WORKER_THREADS": str(threads), "KERAS_BACKEND": backend}
     cluster = client = None
     try:
-        # allowed-failures 0: a worker death reaches us at once, and opts.executor.retries decides.
-        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address=":0", memory_limit=0, env=env)
+        cluster = start_local_cluster(workers, env)
         client = Client(cluster, set_as_default=False, timeout=executor.timeout)
         client.wait_for_workers(workers, timeout=executor.timeout)
     except Exception as exc:  # noqa: BLE001 - any failure to start is the executor's
@@ -464,7 +462,7 @@ def _connect(executor, device: str, backend: str) -> DaskTrainer:
     try:
         client.wait_for_workers(executor.workers, timeout=timeout)
     except Exception as exc:  # noqa: BLE001
-        have = len(_scheduler_info(client).get("workers", {}))
+        have = len(scheduler_info(client).get("workers", {}))
         client.close()
         message = (f"the Dask scheduler at {address} has {have} worker(s), fewer than opts.executor.workers "
                    f"({executor.workers}), after {timeout:g} s; start workers with `dask worker {address}`")
