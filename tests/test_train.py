@@ -217,9 +217,10 @@ def test_fused_candidates_become_standalone_models_that_predict_the_same():
     archs[0]["edges"] = [e for e in archs[0]["edges"] if e != [[-1, 0], head]]  # the other heads read the input
     plan = make_plan(archs, data.output_units)
     # the layout's corners are all here: narrower members, members that skip a source they
-    # have, a source read by some members only
-    assert any(r.ragged for r in plan.readers()) and any(s.picked_empty for s in plan.slots)
-    assert any(link.reads is not None for link in plan.head.links)
+    # have, the input read by some heads only, picks out of order
+    assert any(r.ragged for r in plan.readers()) and any(r.partial_links for r in plan.slots)
+    assert any(link.readers is not None for link in plan.head.links if link.source == "input")
+    assert any(link.picks is not None for r in plan.readers() for link in r.links)
     model = make_fused_model(plan, "multiclass", feature_mean=data.feature_mean, feature_var=data.feature_var,
                              target_mean=0.0, target_std=1.0, training=tiny_training(learning_rate=0.01, weight_decay=0.0),
                              seed=0)

@@ -64,13 +64,13 @@ def _classes():
                 self.arrays[name] = self.add_weight(
                     shape=shape, initializer="zeros", trainable=trainable(name), name=name.replace("/", "__"))
             self.constants = {}
-            self.zero_entry = {slot.tag for slot in plan.slots if slot.picked_empty}
             for reader in plan.readers():
                 for link in reader.links:
                     if link.picks is not None:
                         self._constant(f"{link.kernel_name(reader.tag)}/picks", link.picks.astype(np.int32), "int32")
-                    if link.reads is not None:
-                        self._constant(f"{link.kernel_name(reader.tag)}/reads", link.reads[:, None, None])
+                if reader.partial_links:  # the member each row of those links' pieces adds into
+                    segments = np.concatenate([reader.links[n].readers for n in reader.partial_links])
+                    self._constant(f"{reader.tag}/segments", segments.astype(np.int32), "int32")
                 if reader.ragged:
                     rows = np.arange(reader.width)[None, :] < reader.widths[:, None]
                     self._constant(f"{reader.tag}/rows", rows.astype(np.float32)[:, :, None])  # (M, W, 1)
@@ -107,8 +107,6 @@ def _classes():
                     out = ops.where(keep, out / (1.0 - rate), 0.0)
                 if slot.ragged:  # a narrower member's extra rows read as zeros
                     out = out * self.constants[f"{slot.tag}/rows"]
-                if slot.picked_empty:  # the zero entry, for members that do not read this slot
-                    out = ops.concatenate([out, ops.zeros_like(out[:1])], axis=0)
                 blocks[slot.tag] = out
             logits = ops.cast(self._dense(self.plan.head, blocks), "float32")  # (K, out, B); loss in float32
             if self.task == "regression":
@@ -120,22 +118,27 @@ def _classes():
         def _dense(self, reader, blocks):
             members = len(reader.members)
             total = ops.expand_dims(self.arrays[f"{reader.tag}/bias"], 2)  # (M, W, 1)
+            partial = []
             for link in reader.links:
                 name = link.kernel_name(reader.tag)
-                kernel = self.arrays[name]  # (M, W, source width)
+                kernel = self.arrays[name]  # (readers, W, source width)
                 source = blocks[link.source]
-                if link.source == INPUT_TAG:  # one (M*W, D) x (D, B) product for every member
-                    piece = ops.reshape(ops.matmul(ops.reshape(kernel, (members * reader.width, link.width)),
-                                                   source), (members, reader.width, -1))
-                    if link.reads is not None:
-                        piece = piece * self.constants[f"{name}/reads"]
+                if link.source == INPUT_TAG:  # one (n*W, D) x (D, B) product for every reader
+                    rows = link.count(members) * reader.width
+                    piece = ops.reshape(ops.matmul(ops.reshape(kernel, (rows, link.width)), source),
+                                        (-1, reader.width, ops.shape(source)[1]))
                 else:
                     if link.picks is not None:
                         source = ops.take(source, self.constants[f"{name}/picks"], axis=0)
-                    elif link.source in self.zero_entry:  # not read here
-                        source = source[:members]
                     piece = ops.matmul(kernel, source)
-                total = total + piece
+                if link.readers is None:
+                    total = total + piece
+                else:
+                    partial.append(piece)
+            if partial:
+                pieces = partial[0] if len(partial) == 1 else ops.concatenate(partial, axis=0)
+                total = total + ops.segment_sum(pieces, self.constants[f"{reader.tag}/segments"],
+                                                num_segments=members)
             return total
 
         def _activate(self, slot, pre):
@@ -172,6 +175,15 @@ def _classes():
         def set_active(self, active: np.ndarray) -> None:
             self.active.assign(np.asarray(active, np.float32).reshape(-1, 1, 1))
 
+    # On TensorFlow, Adam's moment and variable updates as one kernel (a single pass over
+    # each array): as a dozen element-wise ops they were a third of a step's kernel time,
+    # memory-bound over the chunk's padded arrays. JAX's XLA fuses those ops by itself.
+    apply_adam = None
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        apply_adam = tf.raw_ops.ResourceApplyAdam
+
     class PopulationAdamW(keras.optimizers.AdamW):
         """AdamW with the step's scalars (bias corrections, decay) computed once for all arrays.
 
@@ -188,19 +200,27 @@ def _classes():
             step = ops.cast(self.iterations + 1, "float32")
             alpha = lr * ops.sqrt(1.0 - ops.power(self.beta_2, step)) / (1.0 - ops.power(self.beta_1, step))
             decay = lr * self.weight_decay if self.weight_decay else None
-            self._step_scalars = (alpha, decay)
+            constants = None
+            if apply_adam is not None:  # zero powers: the kernel's step size is alpha, bias-corrected here
+                constants = {"beta1_power": ops.zeros(()), "beta2_power": ops.zeros(()), "lr": alpha,
+                             "beta1": ops.cast(self.beta_1, "float32"), "beta2": ops.cast(self.beta_2, "float32"),
+                             "epsilon": ops.cast(self.epsilon, "float32")}
+            self._step_scalars = (alpha, decay, constants)
             try:
                 super()._backend_update_step(grads, trainable_variables, learning_rate)
             finally:
                 self._step_scalars = None
 
         def update_step(self, gradient, variable, learning_rate):
-            alpha, decay = self._step_scalars
+            alpha, decay, constants = self._step_scalars
             index = self._get_variable_index(variable)
             m, v = self._momentums[index], self._velocities[index]
             gradient = ops.cast(gradient, variable.dtype)
             if decay is not None and self._use_weight_decay(variable):
                 self.assign_sub(variable, variable * ops.cast(decay, variable.dtype))
+            if constants is not None:  # the fused arrays are float32, as the constants are
+                apply_adam(var=variable.handle, m=m.handle, v=v.handle, grad=gradient, **constants)
+                return
             self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
             self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
             self.assign_sub(variable, m * ops.cast(alpha, variable.dtype) / (ops.sqrt(v) + self.epsilon))
