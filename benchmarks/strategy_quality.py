@@ -74,7 +74,7 @@ def main() -> None:
                            "population": args.population, "device": args.device, "peer_trials": args.peer_trials,
                            "refit": args.refit}
                 row = spawn(request, timeout=max(600.0, 6 * args.budget_s))
-                rows.append(row)
+                rows.extend(_with_refit(row))
                 print(_line(row), flush=True)
     print()
     print(_report(rows, args, training))
@@ -121,6 +121,9 @@ def run_one(request: dict) -> dict:
                                   population_size=request["population"], max_time_seconds=budget_s,
                                   training=training, space=space, evaluation=evaluation)
         outcome = run_search(dataset, settings)
+        if request["refit"]:  # the same winner, scored before and after its refit
+            before = (outcome.evaluation.get("test") or {}).get(row["metric"])
+            row.update(refit_test=outcome.test_metric, test_before_refit=before)
         row.update(test=outcome.test_metric, validation=outcome.best.value, trials=len(outcome.trials),
                    epochs=sum(t.epochs_run for t in outcome.trials), population=settings.generation_size,
                    best_trial=outcome.best.trial, best_params=outcome.best.params,
@@ -131,6 +134,13 @@ def run_one(request: dict) -> dict:
                    stopped_by_patience=sum(t.stop_reason == "patience" for t in outcome.trials) / len(outcome.trials))
     row["wall_s"] = time.monotonic() - started
     return row
+
+
+def _with_refit(row: dict) -> list[dict]:
+    """A refit run as two systems: its winner as the search left it, and refit (``<system>+refit``)."""
+    if "refit_test" not in row:
+        return [row]
+    return [{**row, "test": row["test_before_refit"]}, {**row, "system": f"{row['system']}+refit"}]
 
 
 def kerastuner_test_metric(dataset, seed: int, budget_s: float, training: TrainSettings, trials: int) -> dict:
