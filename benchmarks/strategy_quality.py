@@ -232,6 +232,8 @@ def _line(row: dict) -> str:
     if row.get("error"):
         return f"{row['dataset']:<14} seed {row['seed']} {row['system']:<10} ERROR {row['error']}"
     extra = f" ({row['note']})" if row.get("note") else ""
+    if "refit_test" in row:  # the test shown is the refit's
+        extra += f" (before refit: {_num(row['test_before_refit'])})"
     return (f"{row['dataset']:<14} seed {row['seed']} {row['system']:<10} test {_num(row.get('test'))} "
             f"val {_num(row.get('validation'))} trials {row.get('trials', '-')} "
             f"epochs {row.get('epochs', '-')} wall {row['wall_s']:.0f}s{extra}")

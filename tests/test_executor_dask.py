@@ -1,8 +1,8 @@
 """Trials on Dask workers (opts.executor "processes" | "dask"): a real LocalCluster, tiny data.
 
-One cluster of 2 worker processes (1 thread each), the "processes" kind's own,
-serves most tests through the "dask" kind; its scheduler reports a dead worker at once (allowed-failures 0, as
-the "processes" kind sets it), and its workers pin their thread pools from
+One cluster of 2 worker processes (1 thread each), the "processes" kind's own
+(start_local_cluster), serves most tests through the "dask" kind; its scheduler
+reports a dead worker at once (allowed-failures 0), and its workers pin their thread pools from
 CEREBROS_WORKER_THREADS as an operator's would. A fresh worker pays TensorFlow's
 import (~7 s on 2 cores) once, so tests that restart or kill workers come last.
 """
@@ -28,7 +28,7 @@ pytest.importorskip("distributed")
 from cerebros_service.boundary.schema import DaskExecutor, ProcessesExecutor  # noqa: E402
 from cerebros_service.data.dataset import split_indices  # noqa: E402
 from cerebros_service.jobs.executors.dask_tasks import TrainTask, WorkerSetup, run_train_task  # noqa: E402
-from cerebros_service.jobs.executors.dask_trials import scheduler_info, open_trainer, plan_units, visible_gpus  # noqa: E402
+from cerebros_service.jobs.executors.dask_trials import open_trainer, plan_units, scheduler_info, visible_gpus  # noqa: E402
 from cerebros_service.run import data_order_seed, run_search, trial_seed  # noqa: E402
 from cerebros_service.search.records import Candidate  # noqa: E402
 from cerebros_service.search.space import sample_architecture  # noqa: E402

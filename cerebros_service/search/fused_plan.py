@@ -16,8 +16,8 @@ reader's output is the sum over its links plus a bias, a link that only some
 members read added into their rows (one segment sum over all such links). That is
 exactly a concatenating Dense: its kernel, cut row-wise by predecessor, is the
 links' kernels, transposed. Holding the readers only, not every member, cut a
-40-candidate digits chunk's kernels from 2.77 M to 1.79 M parameters. Gathering whole member blocks (not single rows) keeps
-the backward pass a few large additions; a block's rows beyond a member's real
+40-candidate digits chunk's kernels from 2.77 M to 1.79 M parameters. Gathering
+whole member blocks (not single rows) keeps the backward pass a few large additions; a block's rows beyond a member's real
 width are zeroed, so padding trains nothing and changes no candidate. Moving
 weights between a candidate's standalone layout (build.py's layer names, Keras
 order) and its slice of the batched arrays is a copy of corners, both ways: a
