@@ -23,12 +23,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SYSTEMS = {  # name -> (runner, keyword arguments, KERAS_BACKEND)
-    "ours sequential (tf)": ("ours", {"execution": "sequential"}, "tensorflow"),
-    "ours fused (tf)": ("ours", {"execution": "fused"}, "tensorflow"),
-    "ours fused (jax)": ("ours", {"execution": "fused"}, "jax"),
-    "keras_tuner (tf)": ("keras_tuner", {}, "tensorflow"),
-    "optuna (tf)": ("optuna", {}, "tensorflow"),
+# TensorFlow's thread pools as ours sizes them on 2 cores (search/device.py), for a peer
+# measured with the same setting ("keras_tuner (tf, our threads)"); the peers' own rows keep
+# TensorFlow's defaults, as their users get them.
+OUR_THREADS_ON_2_CORES = {"TF_NUM_INTEROP_THREADS": "2", "TF_NUM_INTRAOP_THREADS": "1"}
+SYSTEMS = {  # name -> (runner, keyword arguments, KERAS_BACKEND, extra environment)
+    "ours sequential (tf)": ("ours", {"execution": "sequential"}, "tensorflow", {}),
+    "ours fused (tf)": ("ours", {"execution": "fused"}, "tensorflow", {}),
+    "ours fused (jax)": ("ours", {"execution": "fused"}, "jax", {}),
+    "keras_tuner (tf)": ("keras_tuner", {}, "tensorflow", {}),
+    "optuna (tf)": ("optuna", {}, "tensorflow", {}),
+    "keras_tuner (tf, our threads)": ("keras_tuner", {}, "tensorflow", OUR_THREADS_ON_2_CORES),
 }
 
 
@@ -44,8 +49,8 @@ def run_one(request: dict) -> dict:
 
 
 def spawn(system: str, request: dict, timeout: float) -> dict:
-    runner, kwargs, backend = SYSTEMS[system]
-    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    runner, kwargs, backend, extra = SYSTEMS[system]
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", **extra}
     payload = json.dumps({**request, "runner": runner, "kwargs": kwargs})
     started = time.monotonic()
     try:

@@ -360,3 +360,31 @@ def test_compacting_a_chunk_carries_weights_and_optimizer_state(monkeypatch):
     for a, b in zip(plain, compacted):
         assert a.epochs_run == b.epochs_run and a.best_epoch == b.best_epoch
         assert a.history["val_loss"] == pytest.approx(b.history["val_loss"], rel=1e-4)
+
+
+# --------------------------------------------------------------------------- thread pools
+
+_POOLS = ("import tensorflow as tf; from cerebros_service.search.device import configure_device; "
+          "configure_device('cpu', cpu_threads={cores}); "
+          "print(tf.config.threading.get_inter_op_parallelism_threads(), "
+          "tf.config.threading.get_intra_op_parallelism_threads())")
+
+
+def _pools(cores: int, **env: str) -> tuple[int, int]:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
+    done = subprocess.run([sys.executable, "-c", _POOLS.format(cores=cores)], env={**clean, **env},
+                          capture_output=True, text=True, timeout=120, check=True)
+    inter, intra = done.stdout.split()[-2:]
+    return int(inter), int(intra)
+
+
+def test_a_few_cpu_cores_run_tensorflow_ops_side_by_side_unless_the_operator_says_otherwise():
+    from cerebros_service.search.device import cpu_thread_pools
+
+    assert cpu_thread_pools(2) == (2, 1) and cpu_thread_pools(16) == (16, 16)
+    assert _pools(3) == (3, 1)
+    assert _pools(3, TF_NUM_INTRAOP_THREADS="2") == (0, 0)  # TensorFlow's own reading of the variable

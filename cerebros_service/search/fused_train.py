@@ -19,7 +19,8 @@ from .fused import make_fused_model, to_probabilities
 from .fused_plan import PaddedSize, from_fused, fusable, make_plan, to_fused, trainable, unit_shapes
 from .records import Candidate, TrialRecord
 from .tracking import EpochTracker
-from .train import StopCheck, keras_callback, training_batches, TrainingData, describe, epoch_scores, failed_record, finished_record
+from .train import (StopCheck, TrainingData, describe, epoch_scores, failed_record, finished_record, fit_epochs,
+                    training_batches)
 
 
 # Bytes a padded parameter costs while its chunk trains: the weight, its gradient, two
@@ -154,10 +155,8 @@ def _fit_phase(chunk, members, data, training, trackers, progress, execution, da
     epochs = chunk[0].epochs or training.epochs
     monitor = _ChunkMonitor(model, plan, [trackers[i] for i in members], members, data, stop, progress,
                             epochs, training.patience, compact=execution.compact)
-    # shuffle=False: training_batches orders the rows itself, seeded like the sequential trainer's.
-    model.fit(training_batches(data, training.batch_size, data_seed, first_epoch=first_epoch),
-              initial_epoch=first_epoch, epochs=epochs, shuffle=False, verbose=0,
-              callbacks=[keras_callback(monitor)])
+    fit_epochs(model, training_batches(data, training.batch_size, data_seed, first_epoch=first_epoch), epochs,
+               monitor, first_epoch=first_epoch, steps_per_execution=execution.steps_per_execution)
     if not monitor.compact_now:
         return None
     still = [position for position, on in enumerate(monitor.active) if on]

@@ -32,8 +32,7 @@ from ...settings import Direction, ExecutionSettings, TrainSettings, is_better
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_S = 0.25  # how often a running trial asks the scheduler whether the run was cancelled
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                    "TF_NUM_INTRAOP_THREADS")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # TensorFlow's: device.py
 WORKER_THREADS_ENV = "CEREBROS_WORKER_THREADS"  # an operator may set it on `dask worker` machines
 
 WeightsPolicy = Literal["all", "better", "none"]
@@ -176,11 +175,10 @@ def _prepare(setup: WorkerSetup) -> str:
     if threads:
         for name in THREAD_VARIABLES:
             os.environ[name] = str(threads)
-        os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-        _pin_framework_threads(setup.backend, threads)
+        _pin_torch_threads(setup.backend, threads)
     from ...search.device import configure_device
 
-    _process["device"] = configure_device(setup.device)
+    _process["device"] = configure_device(setup.device, cpu_threads=threads or None)
     # TensorFlow's teardown at exit takes ~4 s, which every worker restart (recycling)
     # and every cluster close would wait for; this process ends at once instead.
     atexit.register(_exit_now)
@@ -198,19 +196,15 @@ def _exit_now() -> None:
     os._exit(0)
 
 
-def _pin_framework_threads(backend: str, threads: int) -> None:
+def _pin_torch_threads(backend: str, threads: int) -> None:
+    if backend != "torch":
+        return
     try:
-        if backend == "tensorflow":
-            import tensorflow as tf
+        import torch
 
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        elif backend == "torch":
-            import torch
-
-            torch.set_num_threads(threads)
-    except RuntimeError as exc:  # the framework already started its pools
-        log.warning("cannot pin %s to %d threads on this worker: %s", backend, threads, exc)
+        torch.set_num_threads(threads)
+    except RuntimeError as exc:  # torch already started its pools
+        log.warning("cannot pin torch to %d threads on this worker: %s", threads, exc)
 
 
 def _worker_identity() -> tuple[str, str]:

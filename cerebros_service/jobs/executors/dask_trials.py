@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ...errors import ErrorDetail, ServiceError
+from ...search.device import available_cores
 from ...search.records import Candidate, TrialRecord
 from ...search.train import (ModelSaver, RecordSink, StopCheck, TrainingData, WorkUnit, describe, failed_record,
                              plan_work)
@@ -426,8 +427,8 @@ def _local_cluster(executor, device: str, backend: str) -> DaskTrainer:
     from .local_cluster import start_local_cluster
 
     gpus = visible_gpus(device)
-    workers = executor.workers or len(gpus) or _cores()
-    threads = max(1, _cores() // workers)
+    workers = executor.workers or len(gpus) or available_cores()
+    threads = max(1, available_cores() // workers)
     env = {"CEREBROS_WORKER_THREADS": str(threads), "KERAS_BACKEND": backend}
     cluster = client = None
     try:
@@ -491,9 +492,3 @@ def visible_gpus(device: str) -> tuple[str, ...]:
         return ()
     return tuple(line.strip() for line in listed.stdout.splitlines() if line.strip())
 
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
