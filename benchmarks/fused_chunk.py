@@ -4,7 +4,7 @@
 
 The figures of docs/benchmarks.md ("Where a fused TensorFlow chunk spends its time");
 ``KERAS_BACKEND=jax`` measures the JAX backend. No validation scoring, saving or
-compaction: the chunk's ``fit`` alone, 5 epochs.
+compaction: the chunk's training alone (``fit_epochs``, as the trainer runs it), 5 epochs.
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ def main() -> None:
 
     from cerebros_service.data.builtin import load_builtin
     from cerebros_service.search.build import initial_weights
+    from cerebros_service.search.device import configure_device
     from cerebros_service.search.fused import make_fused_model
     from cerebros_service.search.fused_plan import make_plan, to_fused
     from cerebros_service.search.space import sample_architecture
-    from cerebros_service.search.train import make_training_data, training_batches
+    from cerebros_service.search.train import fit_epochs, make_training_data, training_batches
     from cerebros_service.settings import SpaceSettings, TrainSettings
 
+    configure_device("cpu")  # TensorFlow's thread pools as a search sizes them
     dataset = load_builtin("digits")
     order = np.random.default_rng(0).permutation(dataset.n_samples)
     data = make_training_data(dataset, order[:1150], order[1150:1437])
@@ -44,15 +46,20 @@ def main() -> None:
     model.set_arrays(to_fused(plan, [initial_weights(a, data.output_units, i) for i, a in enumerate(archs)]))
     times: list[float] = []
 
-    class EpochTimes(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.monotonic()
+    class EpochTimes:
+        def batch_end(self) -> bool:
+            return False
 
-        def on_epoch_end(self, epoch, logs=None):
-            times.append(time.monotonic() - self.started)
+        def epoch_end(self, epoch: int) -> bool:
+            now = time.monotonic()
+            times.append(now - self.started)
+            self.started = now
+            return False
 
     batches = training_batches(data, 32, 0)
-    model.fit(batches, epochs=args.epochs, verbose=0, shuffle=False, callbacks=[EpochTimes()])
+    monitor = EpochTimes()
+    monitor.started = time.monotonic()
+    fit_epochs(model, batches, args.epochs, monitor)
     later = float(np.median(times[1:]))
     print(f"{keras.backend.backend()}: {args.candidates} candidates, {len(plan.slots)} unit positions, "
           f"{plan.padded_params():,} padded parameters; first epoch {times[0]:.2f} s, later "

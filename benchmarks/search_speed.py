@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 # TensorFlow's thread pools as ours sizes them on 2 cores (search/device.py), for a peer
-# measured with the same setting ("keras_tuner (tf, our threads)"); the peers' own rows keep
+# measured with the same setting ("keras_tuner (tf; our threads)"); the peers' own rows keep
 # TensorFlow's defaults, as their users get them.
 OUR_THREADS_ON_2_CORES = {"TF_NUM_INTEROP_THREADS": "2", "TF_NUM_INTRAOP_THREADS": "1"}
 SYSTEMS = {  # name -> (runner, keyword arguments, KERAS_BACKEND, extra environment)
@@ -33,7 +33,7 @@ SYSTEMS = {  # name -> (runner, keyword arguments, KERAS_BACKEND, extra environm
     "ours fused (jax)": ("ours", {"execution": "fused"}, "jax", {}),
     "keras_tuner (tf)": ("keras_tuner", {}, "tensorflow", {}),
     "optuna (tf)": ("optuna", {}, "tensorflow", {}),
-    "keras_tuner (tf, our threads)": ("keras_tuner", {}, "tensorflow", OUR_THREADS_ON_2_CORES),
+    "keras_tuner (tf; our threads)": ("keras_tuner", {}, "tensorflow", OUR_THREADS_ON_2_CORES),
 }
 
 
