@@ -33,7 +33,7 @@ def main() -> None:
     from cerebros_service.search.train import fit_epochs, make_training_data, training_batches
     from cerebros_service.settings import SpaceSettings, TrainSettings
 
-    configure_device("cpu")  # TensorFlow's thread pools as a search sizes them
+    configure_device()  # TensorFlow's CPU thread pools as a search sizes them; a GPU stays visible
     dataset = load_builtin("digits")
     order = np.random.default_rng(0).permutation(dataset.n_samples)
     data = make_training_data(dataset, order[:1150], order[1150:1437])
@@ -47,6 +47,9 @@ def main() -> None:
     times: list[float] = []
 
     class EpochTimes:
+        def __init__(self):
+            self.started = time.monotonic()
+
         def batch_end(self) -> bool:
             return False
 
@@ -57,9 +60,7 @@ def main() -> None:
             return False
 
     batches = training_batches(data, 32, 0)
-    monitor = EpochTimes()
-    monitor.started = time.monotonic()
-    fit_epochs(model, batches, args.epochs, monitor)
+    fit_epochs(model, batches, args.epochs, EpochTimes())
     later = float(np.median(times[1:]))
     print(f"{keras.backend.backend()}: {args.candidates} candidates, {len(plan.slots)} unit positions, "
           f"{plan.padded_params():,} padded parameters; first epoch {times[0]:.2f} s, later "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -371,10 +374,6 @@ _POOLS = ("import tensorflow as tf; from cerebros_service.search.device import c
 
 
 def _pools(cores: int, **env: str) -> tuple[int, int]:
-    import os
-    import subprocess
-    import sys
-
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TF_NUM_")}
     done = subprocess.run([sys.executable, "-c", _POOLS.format(cores=cores)], env={**clean, **env},
                           capture_output=True, text=True, timeout=120, check=True)

@@ -82,12 +82,9 @@ def _set_cpu_threads(backend: str, cores: int | None) -> None:
     inter, intra = cpu_thread_pools(cores or available_cores())
     import tensorflow as tf  # about to train on it
 
-    threading = tf.config.threading
-    if (threading.get_inter_op_parallelism_threads(), threading.get_intra_op_parallelism_threads()) == (inter, intra):
-        return
     try:
-        threading.set_inter_op_parallelism_threads(inter)
-        threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
     except RuntimeError:  # TensorFlow has started: its pools stay as they are
         log.debug("TensorFlow's thread pools are already running; keeping their sizes")
 
