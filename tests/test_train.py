@@ -227,6 +227,8 @@ def test_fused_candidates_become_standalone_models_that_predict_the_same():
     model = make_fused_model(plan, "multiclass", feature_mean=data.feature_mean, feature_var=data.feature_var,
                              target_mean=0.0, target_std=1.0, training=tiny_training(learning_rate=0.01, weight_decay=0.0),
                              seed=0)
+    # one trainable variable per reader (each unit position and the head), whatever its links
+    assert len(model.trainable_variables) == len(plan.readers())
     model.set_arrays(to_fused(plan, [initial_weights(a, data.output_units, i) for i, a in enumerate(archs)]))
     model.fit(data.x_train, data.targets(data.y_train), epochs=2, batch_size=16, verbose=0)
     fused = to_probabilities("multiclass", model.predict_on_batch(data.x_val))

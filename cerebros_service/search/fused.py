@@ -4,8 +4,8 @@ Training K small nets one after another pays Keras' per-model and per-op overhea
 K times (tracing, thousands of tiny ops); here a chunk of candidates becomes a few
 large ops instead: every unit slot is one ``einsum`` over a ``(K, in, out)`` kernel,
 each candidate's shape given by the 0/1 masks of its ``FusedPlan`` (fused_plan.py).
-The chunk is traced once and trained with one ``fit``; the loss is the sum of the
-candidates' losses, so each candidate's gradients are exactly its own.
+The chunk is traced once and trained step by step (train.fit_epochs); the loss is the
+sum of the candidates' losses, so each candidate's gradients are exactly its own.
 
 Per candidate: its own initial weights (build.initial_weights, the same draw the
 sequential trainer uses), validation scores every epoch (scoring.py), patience
@@ -26,7 +26,7 @@ import numpy as np
 
 from ..settings import Task, TrainSettings
 from .build import make_optimizer
-from .fused_plan import INPUT_TAG, FusedPlan, trainable, variable_shapes
+from .fused_plan import INPUT_TAG, FusedPlan, packs, trainable, variable_shapes
 
 BATCHNORM_MOMENTUM = 0.99  # Keras BatchNormalization's defaults, so a saved model behaves the same
 BATCHNORM_EPSILON = 1e-3
@@ -59,21 +59,29 @@ def _classes():
             self.target_mean, self.target_std = float(target_mean), float(target_std)
             self.normalize = keras.layers.Normalization(
                 mean=np.asarray(feature_mean, "float32"), variance=np.asarray(feature_var, "float32"))
-            self.arrays = {}
+            # A reader's trainable arrays live in ONE flat variable, cut apart by one split in
+            # ``call``: the optimizer then updates ten arrays, not a hundred (its trace, per
+            # array, was a second of a 40-candidate chunk's first epoch), and a split's
+            # gradient is one concatenation.
+            self.packs = packs(plan)
+            self.packed = [self.add_weight(shape=(pack.size,), initializer="zeros", name=f"{pack.tag}__packed")
+                           for pack in self.packs]
+            self.moving = {}  # batch-norm statistics, assigned by the forward pass
             for name, shape in variable_shapes(plan).items():
-                self.arrays[name] = self.add_weight(
-                    shape=shape, initializer="zeros", trainable=trainable(name), name=name.replace("/", "__"))
+                if not trainable(name):
+                    self.moving[name] = self.add_weight(
+                        shape=shape, initializer="zeros", trainable=False, name=name.replace("/", "__"))
             self.constants = {}
             for reader in plan.readers():
                 for link in reader.links:
                     if link.picks is not None:
-                        self._constant(f"{link.kernel_name(reader.tag)}/picks", link.picks.astype(np.int32), "int32")
+                        self._constant(f"{link.kernel_name(reader.tag)}/picks", link.picks, "int32")
                 if reader.partial_links:  # the member each row of those links' pieces adds into
                     segments = np.concatenate([reader.links[n].readers for n in reader.partial_links])
-                    self._constant(f"{reader.tag}/segments", segments.astype(np.int32), "int32")
+                    self._constant(f"{reader.tag}/segments", segments, "int32")
                 if reader.ragged:
                     rows = np.arange(reader.width)[None, :] < reader.widths[:, None]
-                    self._constant(f"{reader.tag}/rows", rows.astype(np.float32)[:, :, None])  # (M, W, 1)
+                    self._constant(f"{reader.tag}/rows", rows[:, :, None])  # (M, W, 1)
             for slot in plan.slots:
                 if len(slot.activations) > 1:
                     onehot = np.eye(len(slot.activations), dtype=np.float32)[slot.activation_index]
@@ -89,18 +97,20 @@ def _classes():
             self.normalize.build((None, plan.input_dim))
             self.built = True
 
-        def _constant(self, name: str, value: np.ndarray, dtype: str = "float32") -> None:
-            self.constants[name] = self.add_weight(
-                shape=value.shape, initializer=keras.initializers.Constant(value), trainable=False,
-                dtype=dtype, name=name.replace("/", "__"))
+        def _constant(self, name: str, value: np.ndarray, dtype: str | None = None) -> None:
+            # Plain arrays, not variables: baked into the traced graph, where TensorFlow folds
+            # what depends on them alone (``take``'s negative-index fix, for one); float ones
+            # in the compute dtype, so mixed precision does not promote a block to float32.
+            self.constants[name] = np.asarray(value, dtype or self.compute_dtype)
 
         def call(self, features, training=False):
             x = ops.transpose(self.normalize(features))  # (D, B)
+            arrays = self._unpacked()
             blocks = {INPUT_TAG: x}
             for slot in self.plan.slots:
-                out = self._activate(slot, self._dense(slot, blocks))  # (M, W, B)
+                out = self._activate(slot, self._dense(slot, blocks, arrays))  # (M, W, B)
                 if slot.any_batchnorm:
-                    out = self._batchnorm(slot.tag, out, training)
+                    out = self._batchnorm(slot.tag, out, arrays, training)
                 if slot.any_dropout and training:
                     rate = self.constants[f"{slot.tag}/dropout"]
                     keep = keras.random.uniform(ops.shape(out), seed=self.seed_generator) >= rate
@@ -108,20 +118,28 @@ def _classes():
                 if slot.ragged:  # a narrower member's extra rows read as zeros
                     out = out * self.constants[f"{slot.tag}/rows"]
                 blocks[slot.tag] = out
-            logits = ops.cast(self._dense(self.plan.head, blocks), "float32")  # (K, out, B); loss in float32
+            logits = ops.cast(self._dense(self.plan.head, blocks, arrays), "float32")  # (K, out, B); loss in float32
             if self.task == "regression":
                 logits = logits * self.target_std + self.target_mean
             active = self.active
             logits = active * logits + (1.0 - active) * ops.stop_gradient(logits)
             return ops.transpose(logits, (2, 0, 1))
 
-        def _dense(self, reader, blocks):
+        def _unpacked(self) -> dict:
+            arrays = {}
+            for pack, variable in zip(self.packs, self.packed):
+                pieces = ops.split(variable, pack.cuts) if len(pack.names) > 1 else [variable]
+                arrays.update({name: ops.reshape(piece, shape)
+                               for name, piece, shape in zip(pack.names, pieces, pack.shapes)})
+            return arrays
+
+        def _dense(self, reader, blocks, arrays):
             members = len(reader.members)
-            total = ops.expand_dims(self.arrays[f"{reader.tag}/bias"], 2)  # (M, W, 1)
+            total = ops.expand_dims(arrays[f"{reader.tag}/bias"], 2)  # (M, W, 1)
             partial = []
             for link in reader.links:
                 name = link.kernel_name(reader.tag)
-                kernel = self.arrays[name]  # (readers, W, source width)
+                kernel = arrays[name]  # (readers, W, source width)
                 source = blocks[link.source]
                 if link.source == INPUT_TAG:  # one (n*W, D) x (D, B) product for every reader
                     rows = link.count(members) * reader.width
@@ -150,9 +168,9 @@ def _classes():
                 out = out + onehot[index] * activation(name)(pre)
             return out
 
-        def _batchnorm(self, tag, out, training):
-            gamma, beta = self.arrays[f"{tag}/gamma"], self.arrays[f"{tag}/beta"]
-            moving_mean, moving_var = self.arrays[f"{tag}/moving_mean"], self.arrays[f"{tag}/moving_variance"]
+        def _batchnorm(self, tag, out, arrays, training):
+            gamma, beta = arrays[f"{tag}/gamma"], arrays[f"{tag}/beta"]
+            moving_mean, moving_var = self.moving[f"{tag}/moving_mean"], self.moving[f"{tag}/moving_variance"]
             if training:
                 mean = ops.mean(out, axis=2)
                 var = ops.var(out, axis=2)
@@ -166,11 +184,26 @@ def _classes():
             return use * normalized + (1.0 - use) * out
 
         def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-            for name, value in arrays.items():
-                self.arrays[name].assign(value)
+            """Every array by name (``variable_shapes``), trainable or not."""
+            for name, variable in self.moving.items():
+                variable.assign(arrays[name])
+            self.set_packed(self.packed, arrays)
 
         def get_arrays(self) -> dict[str, np.ndarray]:
-            return {name: keras.ops.convert_to_numpy(variable) for name, variable in self.arrays.items()}
+            arrays = {name: keras.ops.convert_to_numpy(variable) for name, variable in self.moving.items()}
+            return {**arrays, **self.get_packed(self.packed)}
+
+        def get_packed(self, variables) -> dict[str, np.ndarray]:
+            """The trainable arrays by name out of ``variables``, one per pack: the model's own
+            (``self.packed``) or per-variable state alongside them (an optimizer's moments)."""
+            arrays = {}
+            for pack, variable in zip(self.packs, variables):
+                arrays.update(pack.unpack(keras.ops.convert_to_numpy(variable)))
+            return arrays
+
+        def set_packed(self, variables, arrays: dict[str, np.ndarray]) -> None:
+            for pack, variable in zip(self.packs, variables):
+                variable.assign(pack.pack(arrays))
 
         def set_active(self, active: np.ndarray) -> None:
             self.active.assign(np.asarray(active, np.float32).reshape(-1, 1, 1))

@@ -259,6 +259,45 @@ def trainable(name: str) -> bool:
     return not name.endswith(("moving_mean", "moving_variance"))
 
 
+@dataclass(frozen=True)
+class Pack:
+    """A reader's trainable arrays stored end to end in one flat array (one variable in the model)."""
+
+    tag: str
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def sizes(self) -> list[int]:
+        return [int(np.prod(shape)) for shape in self.shapes]
+
+    @property
+    def size(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def cuts(self) -> list[int]:
+        """Where the flat array is split into its arrays."""
+        return np.cumsum(self.sizes)[:-1].tolist()
+
+    def pack(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        return np.concatenate([np.asarray(arrays[name], np.float32).reshape(-1) for name in self.names])
+
+    def unpack(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        pieces = np.split(np.asarray(flat), self.cuts)
+        return {name: piece.reshape(shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
+
+
+def packs(plan: FusedPlan) -> list[Pack]:
+    """One pack per reader, over its trainable arrays in ``variable_shapes`` order."""
+    shapes = variable_shapes(plan)
+    out = []
+    for reader in plan.readers():
+        names = tuple(name for name in shapes if name.startswith(f"{reader.tag}/") and trainable(name))
+        out.append(Pack(reader.tag, names, tuple(shapes[name] for name in names)))
+    return out
+
+
 def _unit_readers(plan: FusedPlan, index: int) -> list[tuple[Node, Reader, str]]:
     """Candidate ``index``'s units, each with the reader that lists it, and its standalone layer name."""
     arch = plan.architectures[index]

@@ -170,8 +170,8 @@ def _carry(model, plan, positions: list[int]) -> dict:
     carried = {"weights": [from_fused(plan, arrays, p) for p in positions], "iterations": None, "slots": {}}
     if slots is not None:
         blank = {n: np.zeros(a.shape, np.float32) for n, a in arrays.items() if not trainable(n)}
-        for kind, values in slots.items():
-            merged = {**blank, **{n: keras_numpy(v) for n, v in values.items()}}
+        for kind, variables in slots.items():
+            merged = {**blank, **model.get_packed(variables)}
             carried["slots"][kind] = [from_fused(plan, merged, p) for p in positions]
         carried["iterations"] = keras_numpy(model.optimizer.iterations)
     return carried
@@ -185,28 +185,24 @@ def _restore(model, plan, carried: dict) -> None:
     if slots is None:
         return
     for kind, per_candidate in carried["slots"].items():
-        arrays = to_fused(plan, per_candidate, identity=False)
-        for name, variable in slots[kind].items():
-            variable.assign(arrays[name])
+        model.set_packed(slots[kind], to_fused(plan, per_candidate, identity=False))
     model.optimizer.iterations.assign(carried["iterations"])
 
 
-def _optimizer_slots(model) -> dict[str, dict] | None:
-    """{"momentum": {array name: variable}, "velocity": {...}} of the (built) AdamW, or None
+def _optimizer_slots(model) -> dict[str, list] | None:
+    """{"momentum": [variable per pack], "velocity": [...]} of the (built) AdamW, or None
     when its variables are not named as this Keras names them (then the state is not carried)."""
     optimizer = model.optimizer
     if not optimizer.built:
         return None
     by_name = {v.name: v for v in optimizer.variables}
-    slots: dict[str, dict] = {"momentum": {}, "velocity": {}}
-    for name, variable in model.arrays.items():
-        if not trainable(name):
-            continue
+    slots: dict[str, list] = {"momentum": [], "velocity": []}
+    for variable in model.packed:
         for kind in slots:
             slot = by_name.get(f"{variable.path.replace('/', '_')}_{kind}")
             if slot is None:
                 return None
-            slots[kind][name] = slot
+            slots[kind].append(slot)
     return slots
 
 
