@@ -4,14 +4,22 @@ digits (1797 x 64), 20 epochs, batch 32, patience 20 (never stops early), a few 
 architectures trained one after another in this process (the sequential trainer; the
 fused one is measured by search_speed.py).
 
-    .venv/bin/python benchmarks/trial_time.py [--trials 5]
+With ``--peers``, as many plain Keras MLPs of the peers' space (benchmarks/peers.py:
+1-4 Dense layers of 16-128 units, what KerasTuner and Optuna build) are then trained
+the way they train them (``fit`` with validation data) on the same rows, and the
+medians of the first epoch (build + compile + first epoch with its validation, as
+ours is counted) are compared: the speed issue's target (c), at most 1.2x.
+
+    .venv/bin/python benchmarks/trial_time.py [--trials 5] [--peers]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--peers", action="store_true", help="also time the peers' MLPs' first epochs")
     args = parser.parse_args()
 
     device = configure_device("auto")
@@ -62,6 +71,39 @@ def main() -> None:
     print(f"total {total:.1f} s; per trial median {statistics.median(walls):.2f} s; "
           f"before the first epoch ends: median {statistics.median(firsts):.2f} s "
           f"({sum(firsts) / sum(walls):.0%} of all trial time)")
+    if args.peers:
+        peer_firsts = peer_first_epochs(data, dataset, args.trials, args.epochs)
+        ours, theirs = statistics.median(firsts), statistics.median(peer_firsts)
+        print("peers' MLPs, first epoch s: " + ", ".join(f"{t:.2f}" for t in peer_firsts))
+        print(f"first epoch, median: ours {ours:.2f} s, peers' {theirs:.2f} s: {ours / theirs:.2f}x (target <= 1.2x)")
+
+
+def peer_first_epochs(data, dataset, trials: int, epochs: int) -> list[float]:
+    """Build + compile + first epoch (with its validation) of ``trials`` peer MLPs, as KerasTuner trains them."""
+    import keras
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from peers import _mlp
+
+    rng = np.random.default_rng(0)
+    firsts = []
+    for _ in range(trials):
+        keras.backend.clear_session()
+        layers = [(int(rng.integers(1, 9)) * 16, str(rng.choice(["elu", "relu"])))
+                  for _ in range(int(rng.integers(1, 5)))]
+        started = time.monotonic()
+        first = []
+
+        class FirstEpoch(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 0:
+                    first.append(time.monotonic() - started)
+
+        model = _mlp(dataset.task, dataset.n_classes, data.input_dim, layers, data.x_train)
+        model.fit(data.x_train, data.targets(data.y_train), validation_data=(data.x_val, data.targets(data.y_val)),
+                  epochs=epochs, batch_size=32, verbose=0, callbacks=[FirstEpoch()])
+        firsts.append(first[0])
+    return firsts
 
 
 if __name__ == "__main__":

@@ -96,8 +96,13 @@ def build_model(
     training: TrainSettings | None = None,
     weights: Weights | None = None,
     compile: bool = True,
+    metrics: bool = True,
 ):
-    """The standalone model of ``arch``; ``weights`` (layer name -> arrays) are set when given."""
+    """The standalone model of ``arch``; ``weights`` (layer name -> arrays) are set when given.
+
+    ``metrics``: compile the task's Keras metrics (a saved model's ``evaluate`` reports them);
+    off for training, whose scores come from scoring.py.
+    """
     import keras
 
     check_architecture(arch)
@@ -144,7 +149,7 @@ def build_model(
         model.compile(
             optimizer=make_optimizer(training or TrainSettings()),
             loss=head.loss,
-            metrics=compiled_metrics(task),
+            metrics=compiled_metrics(task) if metrics else None,
         )
     return model
 

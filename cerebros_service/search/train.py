@@ -280,12 +280,13 @@ def save_model(arch: dict, weights: dict, data: TrainingData, training: TrainSet
     os.replace(tmp, path)
 
 
-def standalone_model(arch: dict, weights: dict | None, data: TrainingData, training: TrainSettings):
+def standalone_model(arch: dict, weights: dict | None, data: TrainingData, training: TrainSettings,
+                     *, metrics: bool = True):
     return build_model(
         arch, data.task, data.n_classes,
         feature_mean=data.feature_mean, feature_var=data.feature_var,
         target_mean=data.target_mean, target_std=data.target_std,
-        training=training, weights=weights,
+        training=training, weights=weights, metrics=metrics,
     )
 
 
@@ -315,7 +316,9 @@ def train_one(
         keras.backend.clear_session()
         weights = candidate.initial_weights or initial_weights(arch, data.output_units, candidate.seed)
         with compute_precision(training.mixed_precision):
-            model = standalone_model(arch, weights, data, training)
+            # No compiled metrics: every epoch is scored by scoring.py, and Keras' would be
+            # traced into the train step and updated (and reset) at every batch for nothing.
+            model = standalone_model(arch, weights, data, training, metrics=False)
         # Built before fit, not inside its first traced step (TensorFlow would trace it twice).
         model.optimizer.build(model.trainable_variables)
         monitor = _SequentialMonitor(tracker, data, stop)
