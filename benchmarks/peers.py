@@ -25,6 +25,8 @@ import time
 import numpy as np
 
 LEARNING_RATE, WEIGHT_DECAY = 0.005, 0.004
+# The peers' MLP space: layers, units (low, high, step), activations.
+MLP_LAYERS, MLP_UNITS, MLP_ACTIVATIONS = (1, 4), (16, 128, 16), ["elu", "relu"]
 VALIDATION_SPLIT = 0.2
 TEST_SPLIT = 0.2
 
@@ -121,6 +123,13 @@ def _mlp(task: str, n_classes: int | None, input_dim: int, layers: list[tuple[in
     return model
 
 
+def random_mlp_layers(rng: np.random.Generator) -> list[tuple[int, str]]:
+    """One draw from the peers' MLP space, (units, activation) per layer, without a tuner."""
+    low, high, step = MLP_UNITS
+    return [(int(rng.integers(low // step, high // step + 1)) * step, str(rng.choice(MLP_ACTIVATIONS)))
+            for _ in range(int(rng.integers(MLP_LAYERS[0], MLP_LAYERS[1] + 1)))]
+
+
 def _objective(task: str) -> tuple[str, str]:
     return ("val_rmse", "min") if task == "regression" else ("val_accuracy", "max")
 
@@ -146,8 +155,9 @@ def run_keras_tuner(split: dict, *, trials: int, epochs: int, batch_size: int, p
             trial_s.append(time.monotonic() - self.started)
 
     def build(hp):
-        layers = [(hp.Int(f"units_{i}", 16, 128, step=16), hp.Choice(f"act_{i}", ["elu", "relu"]))
-                  for i in range(hp.Int("layers", 1, 4))]
+        low, high, step = MLP_UNITS
+        layers = [(hp.Int(f"units_{i}", low, high, step=step), hp.Choice(f"act_{i}", MLP_ACTIVATIONS))
+                  for i in range(hp.Int("layers", *MLP_LAYERS))]
         return _mlp(task, split["n_classes"], x.shape[1], layers, x)
 
     with tempfile.TemporaryDirectory() as folder:
@@ -180,8 +190,10 @@ def run_optuna(split: dict, *, trials: int, epochs: int, batch_size: int, patien
 
     def objective(trial):
         keras.backend.clear_session()
-        layers = [(trial.suggest_int(f"units_{i}", 16, 128, step=16), trial.suggest_categorical(f"act_{i}", ["elu", "relu"]))
-                  for i in range(trial.suggest_int("layers", 1, 4))]
+        low, high, step = MLP_UNITS
+        layers = [(trial.suggest_int(f"units_{i}", low, high, step=step),
+                   trial.suggest_categorical(f"act_{i}", MLP_ACTIVATIONS))
+                  for i in range(trial.suggest_int("layers", *MLP_LAYERS))]
         model = _mlp(task, split["n_classes"], x.shape[1], layers, x)
         started = time.monotonic()
         history = model.fit(x[:-n_val], y[:-n_val], validation_data=(x[-n_val:], y[-n_val:]), epochs=epochs,

@@ -83,14 +83,13 @@ def peer_first_epochs(data, dataset, trials: int, epochs: int) -> list[float]:
     import keras
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from peers import _mlp
+    from peers import _mlp, random_mlp_layers
 
     rng = np.random.default_rng(0)
     firsts = []
     for _ in range(trials):
         keras.backend.clear_session()
-        layers = [(int(rng.integers(1, 9)) * 16, str(rng.choice(["elu", "relu"])))
-                  for _ in range(int(rng.integers(1, 5)))]
+        layers = random_mlp_layers(rng)
         started = time.monotonic()
         first = []
 
