@@ -26,10 +26,14 @@ import numpy as np
 
 from ..settings import Task, TrainSettings
 from .build import make_optimizer
-from .fused_plan import INPUT_TAG, FusedPlan, packs, trainable, variable_shapes
+from .fused_plan import INPUT_TAG, FusedPlan, Pack, packs, trainable, variable_shapes
 
 BATCHNORM_MOMENTUM = 0.99  # Keras BatchNormalization's defaults, so a saved model behaves the same
 BATCHNORM_EPSILON = 1e-3
+# Activations with f(0) = 0: a narrower member's padded rows, whose kernel rows and bias are
+# zero (and stay zero: their gradients are exactly zero), then read as zeros without a mask.
+ZERO_AT_ZERO = frozenset({"elu", "relu", "selu", "gelu", "tanh", "swish", "silu", "softsign", "linear",
+                          "leaky_relu", "mish", "relu6"})
 
 
 @functools.cache
@@ -66,11 +70,13 @@ def _classes():
             self.packs = packs(plan)
             self.packed = [self.add_weight(shape=(pack.size,), initializer="zeros", name=f"{pack.tag}__packed")
                            for pack in self.packs]
-            self.moving = {}  # batch-norm statistics, assigned by the forward pass
-            for name, shape in variable_shapes(plan).items():
-                if not trainable(name):
-                    self.moving[name] = self.add_weight(
-                        shape=shape, initializer="zeros", trainable=False, name=name.replace("/", "__"))
+            # Every unit's batch-norm moving statistics in one flat variable too, updated by one
+            # assignment a step (per unit, they were a hundred small ops of a 10-candidate step).
+            shapes = variable_shapes(plan)
+            statistics = tuple(name for name in shapes if not trainable(name))
+            self.moving_pack = Pack("moving", statistics, tuple(shapes[name] for name in statistics))
+            self.moving = self.add_weight(shape=(self.moving_pack.size,), initializer="zeros", trainable=False,
+                                          name="batchnorm_moving") if statistics else None
             self.constants = {}
             for reader in plan.readers():
                 for link in reader.links:
@@ -79,14 +85,14 @@ def _classes():
                 if reader.partial_links:  # the member each row of those links' pieces adds into
                     segments = np.concatenate([reader.links[n].readers for n in reader.partial_links])
                     self._constant(f"{reader.tag}/segments", segments, "int32")
-                if reader.ragged:
+                if self._masks_rows(reader):
                     rows = np.arange(reader.width)[None, :] < reader.widths[:, None]
                     self._constant(f"{reader.tag}/rows", rows[:, :, None])  # (M, W, 1)
             for slot in plan.slots:
                 if len(slot.activations) > 1:
                     onehot = np.eye(len(slot.activations), dtype=np.float32)[slot.activation_index]
                     self._constant(f"{slot.tag}/activation", onehot.T[:, :, None, None])  # (A, M, 1, 1)
-                if slot.any_batchnorm:
+                if slot.any_batchnorm and not slot.batchnorm.all():
                     self._constant(f"{slot.tag}/batchnorm", slot.batchnorm[:, None, None])
                 if slot.any_dropout:
                     self._constant(f"{slot.tag}/dropout", slot.dropout[:, None, None])
@@ -97,6 +103,11 @@ def _classes():
             self.normalize.build((None, plan.input_dim))
             self.built = True
 
+        @staticmethod
+        def _masks_rows(reader) -> bool:
+            """A narrower member's padded rows need zeroing: only after an activation with f(0) != 0."""
+            return reader.ragged and not set(getattr(reader, "activations", ())) <= ZERO_AT_ZERO
+
         def _constant(self, name: str, value: np.ndarray, dtype: str | None = None) -> None:
             # Plain arrays, not variables: baked into the traced graph, where TensorFlow folds
             # what depends on them alone (``take``'s negative-index fix, for one); float ones
@@ -106,22 +117,25 @@ def _classes():
         def call(self, features, training=False):
             x = ops.transpose(self.normalize(features))  # (D, B)
             arrays = self._unpacked()
+            statistics = {} if training else self._moving_statistics()
             blocks = {INPUT_TAG: x}
             for slot in self.plan.slots:
                 out = self._activate(slot, self._dense(slot, blocks, arrays))  # (M, W, B)
                 if slot.any_batchnorm:
-                    out = self._batchnorm(slot.tag, out, arrays, training)
+                    out = self._batchnorm(slot.tag, out, arrays, statistics, training)
                 if slot.any_dropout and training:
                     rate = self.constants[f"{slot.tag}/dropout"]
                     keep = keras.random.uniform(ops.shape(out), seed=self.seed_generator) >= rate
                     out = ops.where(keep, out / (1.0 - rate), 0.0)
-                if slot.ragged:  # a narrower member's extra rows read as zeros
+                if self._masks_rows(slot):  # a narrower member's extra rows read as zeros
                     out = out * self.constants[f"{slot.tag}/rows"]
                 blocks[slot.tag] = out
+            if training and statistics:
+                self._update_moving(statistics)
             logits = ops.cast(self._dense(self.plan.head, blocks, arrays), "float32")  # (K, out, B); loss in float32
             if self.task == "regression":
                 logits = logits * self.target_std + self.target_mean
-            active = self.active
+            active = ops.cast(self.active, "float32")  # autocast reads it in the compute dtype
             logits = active * logits + (1.0 - active) * ops.stop_gradient(logits)
             return ops.transpose(logits, (2, 0, 1))
 
@@ -129,13 +143,14 @@ def _classes():
             arrays = {}
             for pack, variable in zip(self.packs, self.packed):
                 pieces = ops.split(variable, pack.cuts) if len(pack.names) > 1 else [variable]
-                arrays.update({name: ops.reshape(piece, shape)
+                # (M, W) arrays come out as (M, W, 1), broadcasting over the block's batch axis
+                arrays.update({name: ops.reshape(piece, shape if len(shape) == 3 else (*shape, 1))
                                for name, piece, shape in zip(pack.names, pieces, pack.shapes)})
             return arrays
 
         def _dense(self, reader, blocks, arrays):
             members = len(reader.members)
-            total = ops.expand_dims(arrays[f"{reader.tag}/bias"], 2)  # (M, W, 1)
+            total = arrays[f"{reader.tag}/bias"]  # (M, W, 1)
             partial = []
             for link in reader.links:
                 name = link.kernel_name(reader.tag)
@@ -168,29 +183,42 @@ def _classes():
                 out = out + onehot[index] * activation(name)(pre)
             return out
 
-        def _batchnorm(self, tag, out, arrays, training):
-            gamma, beta = arrays[f"{tag}/gamma"], arrays[f"{tag}/beta"]
-            moving_mean, moving_var = self.moving[f"{tag}/moving_mean"], self.moving[f"{tag}/moving_variance"]
+        def _batchnorm(self, tag, out, arrays, statistics, training):
+            """Keras' own arithmetic (x * scale + shift), scale and shift computed on the small
+            (M, W, 1) statistics: two ops over the block. ``statistics``: the moving ones when
+            predicting; in training, this batch's are added to it for ``_update_moving``."""
+            mean_name, var_name = f"{tag}/moving_mean", f"{tag}/moving_variance"
             if training:
-                mean = ops.mean(out, axis=2)
-                var = ops.var(out, axis=2)
-                moving_mean.assign(moving_mean * BATCHNORM_MOMENTUM + mean * (1.0 - BATCHNORM_MOMENTUM))
-                moving_var.assign(moving_var * BATCHNORM_MOMENTUM + var * (1.0 - BATCHNORM_MOMENTUM))
+                mean, var = ops.moments(out, axes=[2], keepdims=True)
+                statistics[mean_name], statistics[var_name] = mean, var
             else:
-                mean, var = moving_mean, moving_var
-            normalized = ((out - ops.expand_dims(mean, 2)) * ops.expand_dims(ops.rsqrt(var + BATCHNORM_EPSILON), 2)
-                          * ops.expand_dims(gamma, 2) + ops.expand_dims(beta, 2))
-            use = self.constants[f"{tag}/batchnorm"]
-            return use * normalized + (1.0 - use) * out
+                mean, var = statistics[mean_name], statistics[var_name]
+            scale = arrays[f"{tag}/gamma"] * ops.rsqrt(var + BATCHNORM_EPSILON)
+            shift = arrays[f"{tag}/beta"] - mean * scale
+            use = self.constants.get(f"{tag}/batchnorm")
+            if use is not None:  # members that do not normalize pass through: scale 1, shift 0
+                scale, shift = use * scale + (1.0 - use), use * shift
+            return out * scale + shift
+
+        def _moving_statistics(self) -> dict:
+            if self.moving is None:
+                return {}
+            pack = self.moving_pack
+            pieces = ops.split(self.moving, pack.cuts) if len(pack.names) > 1 else [self.moving]
+            return {name: ops.reshape(piece, (*shape, 1)) for name, piece, shape in zip(pack.names, pieces, pack.shapes)}
+
+        def _update_moving(self, statistics: dict) -> None:
+            batch = ops.concatenate([ops.reshape(statistics[name], (-1,)) for name in self.moving_pack.names])
+            self.moving.assign(self.moving * BATCHNORM_MOMENTUM + batch * (1.0 - BATCHNORM_MOMENTUM))
 
         def set_arrays(self, arrays: dict[str, np.ndarray]) -> None:
             """Every array by name (``variable_shapes``), trainable or not."""
-            for name, variable in self.moving.items():
-                variable.assign(arrays[name])
+            if self.moving is not None:
+                self.moving.assign(self.moving_pack.pack(arrays))
             self.set_packed(self.packed, arrays)
 
         def get_arrays(self) -> dict[str, np.ndarray]:
-            arrays = {name: keras.ops.convert_to_numpy(variable) for name, variable in self.moving.items()}
+            arrays = {} if self.moving is None else self.moving_pack.unpack(keras.ops.convert_to_numpy(self.moving))
             return {**arrays, **self.get_packed(self.packed)}
 
         def get_packed(self, variables) -> dict[str, np.ndarray]:
