@@ -359,30 +359,30 @@ def fit_epochs(model, batches, epochs: int, monitor, *, first_epoch: int = 0, st
     """Train ``model`` on ``batches`` (from ``training_batches``) for epochs ``first_epoch`` to
     ``epochs - 1``, or until the monitor's ``batch_end()`` / ``epoch_end(epoch)`` says stop.
 
-    On TensorFlow, step by step with ``train_on_batch``, not ``fit``: on these small
-    models fit's own machinery (its epoch iterator over the dataset, callbacks, per-epoch
-    set-up) is a large share of the time. Measured on 2 cores (a 40-candidate digits
-    chunk): later epochs 1.5-1.8 s with spikes to 2.7 s under fit, 0.95-1.1 s here. On
-    JAX the opposite (0.65-0.75 s under fit, 1.0-1.2 s here: ``train_on_batch`` writes
-    the whole state back into the variables after every step), so other backends, and
-    ``steps_per_execution > 1`` (``train_on_batch`` runs one step a call), use fit.
-    Either way an epoch cut short by ``batch_end`` is still scored by ``epoch_end``.
+    On TensorFlow, an epoch's batches are stacked and run by one compiled loop
+    (step_loop.py), ``batch_end`` asked between its calls, not by ``fit``: on these
+    small models fit's own machinery (its epoch iterator over the dataset, callbacks,
+    per-epoch set-up) is a large share of the time. Measured on 2 cores (a 40-candidate
+    digits chunk): later epochs 1.5-1.8 s with spikes to 2.7 s under fit, 0.95-1.1 s
+    with ``train_on_batch``, 0.7-0.75 s in the loop. On JAX fit is the faster (0.65-0.75
+    s; ``train_on_batch`` writes the whole state back into the variables after every
+    step), so other backends use fit. Either way an epoch cut short by ``batch_end`` is
+    still scored by ``epoch_end``.
     """
     import keras
 
     monitor.model = model
-    if steps_per_execution > 1 or keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow":
         # shuffle=False: Keras would reorder the batches on its own; training_batches does it, seeded.
         model.fit(batches, initial_epoch=first_epoch, epochs=epochs, shuffle=False, verbose=0,
                   callbacks=[_keras_callback(monitor)])
         return
+    from .step_loop import run_epoch
+
     for epoch in range(first_epoch, epochs):
-        stopped = False
-        for index in range(len(batches)):
-            model.train_on_batch(*batches[index])
-            if monitor.batch_end():
-                stopped = True
-                break
+        xs, ys = batches.epoch_arrays()
+        stopped = run_epoch(model, xs, ys, monitor.batch_end,
+                            steps_per_call=steps_per_execution if steps_per_execution > 1 else 0)
         batches.on_epoch_end()
         if monitor.epoch_end(epoch) or stopped:
             return
@@ -431,6 +431,11 @@ def training_batches(data: TrainingData, batch_size: int, seed: int, first_epoch
 
         def __getitem__(self, index):
             rows = self.order[index * self.size:(index + 1) * self.size]
+            return self.x[rows], self.y[rows]
+
+        def epoch_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+            """This epoch's batches stacked: (steps, batch, ...) features and targets."""
+            rows = self.order[:len(self) * self.size].reshape(len(self), self.size)
             return self.x[rows], self.y[rows]
 
         def on_epoch_end(self):
