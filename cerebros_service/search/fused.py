@@ -41,6 +41,25 @@ def _classes():
     import keras
     from keras import ops
 
+    # The layout's picks and cuts are constants, never negative: on TensorFlow, gathered
+    # and split directly. keras.ops' take and split build index bookkeeping around them
+    # (a negative-index fix, sizes from cut points): 300 of the 1,250 ops of a
+    # 10-candidate chunk's forward graph, each traced twice a chunk (train, predict).
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        def take_rows(x, indices):
+            return tf.gather(x, indices)
+
+        def split_sizes(x, sizes):
+            return tf.split(x, sizes)
+    else:
+        def take_rows(x, indices):
+            return ops.take(x, indices, axis=0)
+
+        def split_sizes(x, sizes):
+            return ops.split(x, np.cumsum(sizes)[:-1].tolist())
+
     activations = {}
 
     def activation(name: str):
@@ -142,7 +161,7 @@ def _classes():
         def _unpacked(self) -> dict:
             arrays = {}
             for pack, variable in zip(self.packs, self.packed):
-                pieces = ops.split(variable, pack.cuts) if len(pack.names) > 1 else [variable]
+                pieces = split_sizes(variable, pack.sizes) if len(pack.names) > 1 else [variable]
                 # (M, W) arrays come out as (M, W, 1), broadcasting over the block's batch axis
                 arrays.update({name: ops.reshape(piece, shape if len(shape) == 3 else (*shape, 1))
                                for name, piece, shape in zip(pack.names, pieces, pack.shapes)})
@@ -162,7 +181,7 @@ def _classes():
                                         (-1, reader.width, ops.shape(source)[1]))
                 else:
                     if link.picks is not None:
-                        source = ops.take(source, self.constants[f"{name}/picks"], axis=0)
+                        source = take_rows(source, self.constants[f"{name}/picks"])
                     piece = ops.matmul(kernel, source)
                 if link.readers is None:
                     total = total + piece
@@ -204,7 +223,7 @@ def _classes():
             if self.moving is None:
                 return {}
             pack = self.moving_pack
-            pieces = ops.split(self.moving, pack.cuts) if len(pack.names) > 1 else [self.moving]
+            pieces = split_sizes(self.moving, pack.sizes) if len(pack.names) > 1 else [self.moving]
             return {name: ops.reshape(piece, (*shape, 1)) for name, piece, shape in zip(pack.names, pieces, pack.shapes)}
 
         def _update_moving(self, statistics: dict) -> None:
