@@ -397,3 +397,30 @@ def test_a_few_cpu_cores_run_tensorflow_ops_side_by_side_unless_the_operator_say
     assert cpu_thread_pools(2) == (2, 1) and cpu_thread_pools(16) == (16, 16)
     assert _pools(3) == (3, 1)
     assert _pools(3, TF_NUM_INTRAOP_THREADS="2") == (0, 0)  # TensorFlow's own reading of the variable
+
+
+def test_the_step_loop_runs_every_batch_in_order_traced_once_and_stops_when_asked():
+    import keras
+
+    from cerebros_service.search.step_loop import FIRST_CALL_STEPS, _loops, run_epoch
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the compiled step loop is TensorFlow's; other backends train with fit")
+    rng = np.random.default_rng(0)
+    xs, ys = rng.normal(size=(12, 8, 3)).astype("float32"), rng.normal(size=(12, 8, 1)).astype("float32")
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    twin.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    asked = []
+    assert run_epoch(model, xs, ys, lambda: asked.append(1) and False, steps_per_call=5) is False
+    assert int(model.optimizer.iterations) == 12 and len(asked) == 3  # calls of 5, 5 and 2 steps
+    for x, y in zip(xs, ys):  # the same steps, one by one, give the same weights
+        twin.train_on_batch(x, y)
+    for ours, theirs in zip(model.get_weights(), twin.get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+    assert _loops[model].function.experimental_get_tracing_count() == 1  # whatever the slice's length
+    # a stop is honoured after the call: a fresh model's first call is FIRST_CALL_STEPS long
+    assert run_epoch(twin, xs, ys, lambda: True) is True
+    assert int(twin.optimizer.iterations) == 12 + FIRST_CALL_STEPS

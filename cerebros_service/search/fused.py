@@ -4,7 +4,7 @@ Training K small nets one after another pays Keras' per-model and per-op overhea
 K times (tracing, thousands of tiny ops); here a chunk of candidates becomes a few
 large ops instead: every unit slot is one ``einsum`` over a ``(K, in, out)`` kernel,
 each candidate's shape given by the 0/1 masks of its ``FusedPlan`` (fused_plan.py).
-The chunk is traced once and trained step by step (train.fit_epochs); the loss is the
+The chunk is traced once and trained by train.fit_epochs; the loss is the
 sum of the candidates' losses, so each candidate's gradients are exactly its own.
 
 Per candidate: its own initial weights (build.initial_weights, the same draw the
