@@ -29,6 +29,7 @@ defmodule CerebrosBridge.Serve do
 
   @redirect ~S(f=$1; shift; exec "$@" 2>>"$f")
   @call_timeout 30_000
+  @crashed_grace 1_000
 
   @spec request(CerebrosBridge.Config.t(), map(), pid() | nil) ::
           {:ok, map()} | {:error, Error.t()}
@@ -44,9 +45,16 @@ defmodule CerebrosBridge.Serve do
       answer
     end
   catch
-    :exit, reason ->
-      {:error, Error.new(:worker_crashed, "the serve process stopped: #{inspect(reason)}")}
+    :exit, reason -> {:error, stopped_error(reason)}
   end
+
+  # A serve process that stopped before it read the request (its program exited at
+  # once) stopped with the crash's own error: that is the answer, stderr tail and all.
+  defp stopped_error({{:shutdown, %Error{} = error}, _call}), do: error
+  defp stopped_error({:shutdown, %Error{} = error}), do: error
+
+  defp stopped_error(reason),
+    do: Error.new(:worker_crashed, "the serve process stopped: #{inspect(reason)}")
 
   defp send_request(server, request, subscriber) do
     case JSON.encode(request) do
@@ -58,8 +66,7 @@ defmodule CerebrosBridge.Serve do
          Error.new(:validation_error, "the request cannot be sent as JSON: #{inspect(reason)}")}
     end
   catch
-    :exit, reason ->
-      {:error, Error.new(:worker_crashed, "the serve process stopped: #{inspect(reason)}")}
+    :exit, reason -> {:error, stopped_error(reason)}
   end
 
   @spec decode_message(map()) :: {:ok, map()}
@@ -152,7 +159,8 @@ defmodule CerebrosBridge.Serve do
           env: [{~c"PYTHONPATH", String.to_charlist(pythonpath)} | limits]
         ])
 
-      {:os_pid, os_pid} = Port.info(port, :os_pid)
+      # nil: the program has exited already (its Port closed), as a crash script does at once
+      os_pid = with {:os_pid, pid} <- Port.info(port, :os_pid), do: pid
 
       {:ok,
        %{
@@ -162,6 +170,7 @@ defmodule CerebrosBridge.Serve do
          data_root: config.data_root || private,
          private: private,
          failure: nil,
+         crashed: nil,
          acc: [],
          next_id: 1,
          pending: %{},
@@ -195,20 +204,30 @@ defmodule CerebrosBridge.Serve do
   @impl true
   def handle_call(:data_root, _from, state), do: {:reply, state.data_root, state}
 
+  # The program exited before this request came: it is answered with the crash.
+  def handle_call({:request, _json, _subscriber}, _from, %{crashed: %Error{} = error} = state),
+    do: {:stop, {:shutdown, error}, {:error, error}, state}
+
   def handle_call({:request, json, subscriber}, from, state) do
     id = state.next_id
-    Port.command(state.port, [~s({"id":#{id},), binary_part(json, 1, byte_size(json) - 1), ?\n])
     # Subscribed before the answer: a job may end before its submit is answered.
     subscribers =
       if subscriber, do: Map.put(state.subscribers, id, subscriber), else: state.subscribers
 
-    {:noreply,
-     %{
-       state
-       | next_id: id + 1,
-         pending: Map.put(state.pending, id, from),
-         subscribers: subscribers
-     }}
+    state = %{
+      state
+      | next_id: id + 1,
+        pending: Map.put(state.pending, id, from),
+        subscribers: subscribers
+    }
+
+    try do
+      Port.command(state.port, [~s({"id":#{id},), binary_part(json, 1, byte_size(json) - 1), ?\n])
+      {:noreply, state}
+    rescue
+      # The program has exited and its Port is closed already: answered as a crash.
+      ArgumentError -> port_ended(state)
+    end
   end
 
   @impl true
@@ -252,14 +271,36 @@ defmodule CerebrosBridge.Serve do
     end
   end
 
-  def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
+  def handle_info({port, {:exit_status, status}}, %{port: port} = state),
+    do: stopped(state, status)
+
+  # A request written just as the program exits can find its pipe closed: the Port then
+  # ends with this message (:epipe) and may never send the exit status. Ignored, the
+  # pending call would wait out its timeout.
+  def handle_info({:EXIT, port, _reason}, %{port: port} = state), do: port_ended(state)
+
+  def handle_info(:crashed_grace_over, state), do: {:stop, {:shutdown, state.crashed}, state}
+
+  def handle_info(_message, state), do: {:noreply, state}
+
+  # The Port has closed: its exit status, if it comes at all, is already on its way.
+  defp port_ended(%{port: port} = state) do
+    receive do
+      {^port, {:exit_status, status}} -> stopped(state, status)
+    after
+      1_000 -> stopped(state, nil)
+    end
+  end
+
+  defp stopped(state, status) do
     tail = tail(state.stderr)
     last = tail |> String.split("\n", trim: true) |> List.last()
 
     last = if state.failure, do: state.failure["error"], else: last
 
-    message =
-      "the Python serve process exited (status #{status})" <> if(last, do: ": " <> last, else: "")
+    how = if status, do: "status #{status}", else: "its status unknown"
+
+    message = "the Python serve process exited (#{how})" <> if(last, do: ": " <> last, else: "")
 
     error =
       Error.new(:worker_crashed, message, %{
@@ -270,10 +311,16 @@ defmodule CerebrosBridge.Serve do
       })
 
     for {_id, from} <- state.pending, do: GenServer.reply(from, {:error, error})
-    {:stop, {:shutdown, error}, %{state | port: nil, pending: %{}}}
-  end
 
-  def handle_info(_message, state), do: {:noreply, state}
+    if state.pending == %{} do
+      # Exited before its first request (a program that crashes at once): stay a moment
+      # to answer the request on its way with this error, not with a dead process.
+      Process.send_after(self(), :crashed_grace_over, @crashed_grace)
+      {:noreply, %{state | port: nil, crashed: error}}
+    else
+      {:stop, {:shutdown, error}, %{state | port: nil, pending: %{}}}
+    end
+  end
 
   defp tail(path) do
     case File.read(path) do
@@ -310,6 +357,8 @@ defmodule CerebrosBridge.Serve do
   rescue
     ArgumentError -> :ok
   end
+
+  defp exited?(nil, _tries), do: true
 
   defp exited?(os_pid, tries) do
     alive? = match?({_, 0}, System.cmd("kill", ["-0", "#{os_pid}"], stderr_to_stdout: true))

@@ -31,6 +31,19 @@ defmodule CerebrosBridge.SubprocessFakeTest do
     assert details["stderr_tail"] =~ "args: -m cerebros_service serve --max-concurrent-jobs 1"
   end
 
+  test "a serve process that closes its input before a request is answered as a crash, not a timeout",
+       %{tmp_dir: dir} do
+    # The request may meet a closed pipe (the Port then ends with epipe, maybe without an exit status).
+    python = script(dir, "deaf", ~S(exec 0<&-; echo "not listening" >&2; sleep 1; exit 4))
+    started = System.monotonic_time(:millisecond)
+
+    assert {:error, %Error{type: :worker_crashed, details: %{"stderr_tail" => tail}}} =
+             CerebrosBridge.ping(opts(python))
+
+    assert tail =~ "not listening"
+    assert System.monotonic_time(:millisecond) - started < 20_000
+  end
+
   describe "the operator's settings" do
     setup do
       on_exit(fn ->
