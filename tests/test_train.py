@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -424,3 +425,8 @@ def test_the_step_loop_runs_every_batch_in_order_traced_once_and_stops_when_aske
     # a stop is honoured after the call: a fresh model's first call is FIRST_CALL_STEPS long
     assert run_epoch(twin, xs, ys, lambda: True) is True
     assert int(twin.optimizer.iterations) == 12 + FIRST_CALL_STEPS
+    # a loop does not keep its model alive (the trainers make a model per candidate)
+    loops = len(_loops)
+    del model, twin
+    gc.collect()
+    assert len(_loops) == loops - 2

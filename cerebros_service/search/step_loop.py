@@ -47,7 +47,13 @@ class StepLoop:
     def __init__(self, model, xs: np.ndarray, ys: np.ndarray):
         import tensorflow as tf
 
+        # Held weakly: this loop is the value of its model's entry in ``_loops``, and a
+        # strong reference would keep every model ever trained (and its loop) alive.
+        model_ref = weakref.ref(model)
+
         def run(xs, ys):
+            model = model_ref()  # alive: a loop is traced by its model's first call
+
             def body(step):
                 model.train_step((xs[step], ys[step]))
                 return step + 1
