@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import weakref
 
 import numpy as np
 import pytest
@@ -426,7 +427,7 @@ def test_the_step_loop_runs_every_batch_in_order_traced_once_and_stops_when_aske
     assert run_epoch(twin, xs, ys, lambda: True) is True
     assert int(twin.optimizer.iterations) == 12 + FIRST_CALL_STEPS
     # a loop does not keep its model alive (the trainers make a model per candidate)
-    loops = len(_loops)
+    gone = [weakref.ref(model), weakref.ref(twin)]
     del model, twin
     gc.collect()
-    assert len(_loops) == loops - 2
+    assert [ref() for ref in gone] == [None, None]
