@@ -252,18 +252,17 @@ def test_fused_candidates_become_standalone_models_that_predict_the_same(activat
     np.testing.assert_allclose(to_probabilities("multiclass", model.predict_on_batch(data.x_val)), fused, atol=1e-6)
 
 
-def test_the_fused_optimizer_updates_weights_as_keras_adamw_does():
+def test_the_training_optimizer_updates_weights_as_keras_adamw_does():
     import keras
 
-    from cerebros_service.search.build import make_optimizer
-    from cerebros_service.search.fused import _classes
+    from cerebros_service.search.optimizer import make_optimizer, make_training_optimizer
 
     training = tiny_training(learning_rate=0.01, weight_decay=0.004, lr_schedule="cosine", steps_per_epoch=3)
     rng = np.random.default_rng(0)
     start = [rng.normal(size=shape).astype("float32") for shape in [(4, 3, 5), (4, 3)]]
     grads = [[rng.normal(size=w.shape).astype("float32") for w in start] for _ in range(4)]
     results = []
-    for optimizer in (make_optimizer(training), make_optimizer(training, _classes()[2])):
+    for optimizer in (make_optimizer(training), make_training_optimizer(training)):
         variables = [keras.Variable(w) for w in start]
         optimizer.build(variables)
         for step in grads:
@@ -431,3 +430,35 @@ def test_the_step_loop_runs_every_batch_in_order_traced_once_and_stops_when_aske
     del model, twin
     gc.collect()
     assert [ref() for ref in gone] == [None, None]
+
+
+def test_the_graph_optimizer_is_off_only_inside_and_only_in_this_thread():
+    import threading
+
+    import keras
+
+    from cerebros_service.search.device import graph_optimizer_off
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("grappler is TensorFlow's")
+    import tensorflow as tf
+    from tensorflow.core.protobuf import config_pb2
+    from tensorflow.python.eager import context
+
+    def rewrite_options():
+        config = config_pb2.ConfigProto()
+        config.ParseFromString(context.context().function_call_options.config_proto_serialized or b"")
+        return config.graph_options.rewrite_options
+
+    callers = context.context().function_call_options
+    double = tf.function(lambda x: 2.0 * x + 1.0)
+    outside = double(tf.constant([1.0, 2.0])).numpy()
+    seen_elsewhere = []
+    with graph_optimizer_off():
+        assert rewrite_options().disable_meta_optimizer
+        worker = threading.Thread(target=lambda: seen_elsewhere.append(rewrite_options().disable_meta_optimizer))
+        worker.start()
+        worker.join()
+        np.testing.assert_array_equal(double(tf.constant([1.0, 2.0])).numpy(), outside)
+    assert seen_elsewhere == [False]  # another thread's functions are optimized as before
+    assert context.context().function_call_options is callers and not rewrite_options().disable_meta_optimizer

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..settings import Task, TrainSettings
 from .metrics import compiled_metrics, head_for
+from .optimizer import make_optimizer
 from .space import INPUT, Node, all_nodes, check_architecture, level_sizes, predecessors_of
 
 Weights = dict[str, list[np.ndarray]]  # layer name -> that layer's weights, Keras order
@@ -97,11 +98,13 @@ def build_model(
     weights: Weights | None = None,
     compile: bool = True,
     metrics: bool = True,
+    optimizer=None,
 ):
     """The standalone model of ``arch``; ``weights`` (layer name -> arrays) are set when given.
 
     ``metrics``: compile the task's Keras metrics (a saved model's ``evaluate`` reports them);
-    off for training, whose scores come from scoring.py.
+    off for training, whose scores come from scoring.py. ``optimizer``: what it is compiled
+    with; Keras' own AdamW (what a saved model carries) when None.
     """
     import keras
 
@@ -147,7 +150,7 @@ def build_model(
             model.get_layer(name).set_weights(values)
     if compile:
         model.compile(
-            optimizer=make_optimizer(training or TrainSettings()),
+            optimizer=optimizer or make_optimizer(training or TrainSettings()),
             loss=head.loss,
             metrics=compiled_metrics(task) if metrics else None,
         )
@@ -175,22 +178,6 @@ def _merge(arch: dict, node: Node, sources: list[Node], tensors: dict):
             tensor = keras.layers.Reshape((widest,), name=f"pad_out_{tag}")(tensor)
         padded.append(tensor)
     return keras.layers.Add(name=f"add_{level}_{unit}")(padded)
-
-
-def make_optimizer(training: TrainSettings, optimizer_class=None):
-    """The optimizer both trainers use (one place to change it): AdamW (Cerebros' choice), with
-    ``training.lr_schedule`` ("cosine" needs ``steps_per_epoch``, which the run loop sets).
-    ``optimizer_class``: an AdamW subclass (the fused trainer's)."""
-    import keras
-
-    learning_rate = training.learning_rate
-    if training.lr_schedule == "cosine" and training.steps_per_epoch:
-        # Decays to 0 over the whole epoch budget; the schedule is a built-in, so saved
-        # models load without custom objects.
-        learning_rate = keras.optimizers.schedules.CosineDecay(
-            training.learning_rate, decay_steps=max(1, training.steps_per_epoch * training.epochs))
-    return (optimizer_class or keras.optimizers.AdamW)(learning_rate=learning_rate,
-                                                       weight_decay=training.weight_decay)
 
 
 def count_params(arch: dict, output_units: int) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 from ..data.dataset import Dataset
 from ..settings import TrainSettings
 from .build import build_model, initial_weights
+from .device import graph_optimizer_off
 from .scoring import evaluation_report
 from .train import TrainingData, make_training_data, save_model
 
@@ -62,8 +63,9 @@ def saved_predictor(path: str):
 
 def _predict(model, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
-    parts = [np.asarray(model.predict_on_batch(x[start:start + PREDICT_BATCH]))
-             for start in range(0, len(x), PREDICT_BATCH)]
+    with graph_optimizer_off():  # one prediction: optimizing its graph would cost more than it saves
+        parts = [np.asarray(model.predict_on_batch(x[start:start + PREDICT_BATCH]))
+                 for start in range(0, len(x), PREDICT_BATCH)]
     return np.concatenate(parts, axis=0) if parts else np.zeros((0, 1), np.float32)
 
 

@@ -2,10 +2,15 @@
 
 Training K small nets one after another pays Keras' per-model and per-op overhead
 K times (tracing, thousands of tiny ops); here a chunk of candidates becomes a few
-large ops instead: every unit slot is one ``einsum`` over a ``(K, in, out)`` kernel,
-each candidate's shape given by the 0/1 masks of its ``FusedPlan`` (fused_plan.py).
-The chunk is traced once and trained by train.fit_epochs; the loss is the
-sum of the candidates' losses, so each candidate's gradients are exactly its own.
+larger ops instead. Its layout (fused_plan.py): each unit position is a block
+``(members, width, batch)`` of the candidates that have a unit there, and reads each
+of its sources through a *link*, one batched matmul of the link's kernel ``(readers,
+width, source width)`` over the source's block (its members picked in the readers'
+order). Padding is zero and stays zero; only after an activation with f(0) != 0 are
+a narrower member's extra rows masked. The trainable arrays live in a few flat
+variables (packs) cut apart in ``call``, the batch-norm moving statistics in one.
+The chunk is traced once and trained by train.fit_epochs; the loss is the sum of the
+candidates' losses, so each candidate's gradients are exactly its own.
 
 Per candidate: its own initial weights (build.initial_weights, the same draw the
 sequential trainer uses), validation scores every epoch (scoring.py), patience
@@ -15,9 +20,10 @@ stands), and best-epoch weights kept as numpy slices. A finished candidate
 becomes an ordinary Keras model (build.build_model with its weights sliced out)
 only when it must be saved.
 
-Only ``keras`` and ``keras.ops`` are used, so this runs on TensorFlow, JAX and PyTorch.
+Only ``keras`` and ``keras.ops`` are used, so this runs on TensorFlow, JAX and
+PyTorch; on TensorFlow the layout's constant picks and cuts use its own gather
+and split (below: keras.ops' bookkeeping around them was half the forward graph).
 """
-
 from __future__ import annotations
 
 import functools
@@ -25,8 +31,8 @@ import functools
 import numpy as np
 
 from ..settings import Task, TrainSettings
-from .build import make_optimizer
 from .fused_plan import INPUT_TAG, FusedPlan, Pack, packs, trainable, variable_shapes
+from .optimizer import make_training_optimizer
 
 BATCHNORM_MOMENTUM = 0.99  # Keras BatchNormalization's defaults, so a saved model behaves the same
 BATCHNORM_EPSILON = 1e-3
@@ -255,56 +261,6 @@ def _classes():
         def set_active(self, active: np.ndarray) -> None:
             self.active.assign(np.asarray(active, np.float32).reshape(-1, 1, 1))
 
-    # On TensorFlow, Adam's moment and variable updates as one kernel (a single pass over
-    # each array): as a dozen element-wise ops they were a third of a step's kernel time,
-    # memory-bound over the chunk's padded arrays. JAX's XLA fuses those ops by itself.
-    apply_adam = None
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        apply_adam = tf.raw_ops.ResourceApplyAdam
-
-    class PopulationAdamW(keras.optimizers.AdamW):
-        """AdamW with the step's scalars (bias corrections, decay) computed once for all arrays.
-
-        The same update as Keras' AdamW, weight decay first; a fused chunk has a hundred
-        arrays, and Keras recomputes a dozen scalar ops for each of them in every traced
-        step, which made the optimizer half of a chunk's trace.
-        """
-
-        def _apply_weight_decay(self, variables):
-            pass  # folded into update_step, with the step's learning rate computed once
-
-        def _backend_update_step(self, grads, trainable_variables, learning_rate):
-            lr = ops.cast(learning_rate, "float32")
-            step = ops.cast(self.iterations + 1, "float32")
-            alpha = lr * ops.sqrt(1.0 - ops.power(self.beta_2, step)) / (1.0 - ops.power(self.beta_1, step))
-            decay = lr * self.weight_decay if self.weight_decay else None
-            constants = None
-            if apply_adam is not None:  # zero powers: the kernel's step size is alpha, bias-corrected here
-                constants = {"beta1_power": ops.zeros(()), "beta2_power": ops.zeros(()), "lr": alpha,
-                             "beta1": ops.cast(self.beta_1, "float32"), "beta2": ops.cast(self.beta_2, "float32"),
-                             "epsilon": ops.cast(self.epsilon, "float32")}
-            self._step_scalars = (alpha, decay, constants)
-            try:
-                super()._backend_update_step(grads, trainable_variables, learning_rate)
-            finally:
-                self._step_scalars = None
-
-        def update_step(self, gradient, variable, learning_rate):
-            alpha, decay, constants = self._step_scalars
-            index = self._get_variable_index(variable)
-            m, v = self._momentums[index], self._velocities[index]
-            gradient = ops.cast(gradient, variable.dtype)
-            if decay is not None and self._use_weight_decay(variable):
-                self.assign_sub(variable, variable * ops.cast(decay, variable.dtype))
-            if constants is not None:  # the fused arrays are float32, as the constants are
-                apply_adam(var=variable.handle, m=m.handle, v=v.handle, grad=gradient, **constants)
-                return
-            self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
-            self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
-            self.assign_sub(variable, m * ops.cast(alpha, variable.dtype) / (ops.sqrt(v) + self.epsilon))
-
     class FusedLoss(keras.losses.Loss):
         """Sum over candidates of each one's loss, per sample: y_true (B,) or (B, 1), y_pred (B, K, out)."""
 
@@ -327,16 +283,16 @@ def _classes():
                 per = ops.square(y_pred - target)
             return ops.sum(per, axis=(1, 2))
 
-    return FusedPopulation, FusedLoss, PopulationAdamW
+    return FusedPopulation, FusedLoss
 
 
 def make_fused_model(plan: FusedPlan, task: Task, *, feature_mean, feature_var, target_mean: float,
                      target_std: float, training: TrainSettings, seed: int,
                      jit_compile="auto", steps_per_execution: int = 1):
-    population_class, loss_class, optimizer_class = _classes()
+    population_class, loss_class = _classes()
     model = population_class(plan, task, feature_mean, feature_var, target_mean, target_std, seed)
     model.compile(
-        optimizer=make_optimizer(training, optimizer_class),
+        optimizer=make_training_optimizer(training),
         loss=loss_class(task),
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,

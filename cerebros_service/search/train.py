@@ -27,7 +27,8 @@ import numpy as np
 from ..data.dataset import Dataset
 from ..settings import Direction, ExecutionSettings, Task, TrainSettings, outranks
 from .build import build_model, count_params, initial_weights
-from .device import compute_precision
+from .device import compute_precision, graph_optimizer_off
+from .optimizer import make_training_optimizer
 from .records import Candidate, TrialRecord, takes_lead
 from .space import check_architecture
 from .scoring import score_population
@@ -208,17 +209,19 @@ def train_unit(unit: WorkUnit, data: TrainingData, training: TrainSettings, metr
     starts once ``stop`` says so."""
     if stop.reason() is not None:
         return []
-    if unit.chunk_index is not None:
-        from .fused_train import train_chunk
+    with graph_optimizer_off():
+        if unit.chunk_index is not None:
+            from .fused_train import train_chunk
 
-        return train_chunk(list(unit.candidates), data, training, metric, direction, execution=execution,
-                           data_seed=data_seed, stop=stop, chunk_index=unit.chunk_index)
-    records = []
-    for candidate in unit.candidates:
-        if stop.reason() is not None:
-            break
-        records.append(train_one(candidate, data, training, metric, direction, data_seed=data_seed, stop=stop))
-    return records
+            return train_chunk(list(unit.candidates), data, training, metric, direction, execution=execution,
+                               data_seed=data_seed, stop=stop, chunk_index=unit.chunk_index)
+        records = []
+        for candidate in unit.candidates:
+            if stop.reason() is not None:
+                break
+            records.append(train_one(candidate, data, training, metric, direction, data_seed=data_seed,
+                                     stop=stop))
+        return records
 
 
 def _valid(arch: dict) -> bool:
@@ -281,12 +284,12 @@ def save_model(arch: dict, weights: dict, data: TrainingData, training: TrainSet
 
 
 def standalone_model(arch: dict, weights: dict | None, data: TrainingData, training: TrainSettings,
-                     *, metrics: bool = True):
+                     *, metrics: bool = True, optimizer=None):
     return build_model(
         arch, data.task, data.n_classes,
         feature_mean=data.feature_mean, feature_var=data.feature_var,
         target_mean=data.target_mean, target_std=data.target_std,
-        training=training, weights=weights, metrics=metrics,
+        training=training, weights=weights, metrics=metrics, optimizer=optimizer,
     )
 
 
@@ -318,7 +321,8 @@ def train_one(
         with compute_precision(training.mixed_precision):
             # No compiled metrics: every epoch is scored by scoring.py, and Keras' would be
             # traced into the train step and updated (and reset) at every batch for nothing.
-            model = standalone_model(arch, weights, data, training, metrics=False)
+            model = standalone_model(arch, weights, data, training, metrics=False,
+                                     optimizer=make_training_optimizer(training))
         # Built before fit, not inside its first traced step (TensorFlow would trace it twice).
         model.optimizer.build(model.trainable_variables)
         monitor = _SequentialMonitor(tracker, data, stop)
