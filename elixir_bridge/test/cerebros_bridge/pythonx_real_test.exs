@@ -190,7 +190,7 @@ defmodule CerebrosBridge.PythonxRealTest do
   test "a timeout cancels the job; Python has no job left within a few seconds" do
     assert {:error,
             %Error{type: :timeout, details: %{"job_status" => "cancelled", "job_id" => id}}} =
-             CerebrosBridge.run_nas(@long, timeout_ms: 2_000)
+             CerebrosBridge.run_nas(@long, timeout_ms: 2_000, budget: @many)
 
     wait_for(fn -> active_jobs() == [] end, 50)
 

@@ -165,7 +165,7 @@ defmodule CerebrosBridge.SubprocessTest do
 
     assert {:error,
             %Error{type: :timeout, details: %{"job_status" => "cancelled", "job_id" => _}}} =
-             CerebrosBridge.run_nas(@long, opts(dir, timeout_ms: 3_000))
+             CerebrosBridge.run_nas(@long, opts(dir, timeout_ms: 3_000, budget: @many))
 
     assert {:ok, jobs} = CerebrosBridge.jobs(opts(dir))
     refute Enum.any?(jobs, &(&1["status"] in ["queued", "running", "cancelling"]))
