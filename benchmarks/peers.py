@@ -102,7 +102,8 @@ def run_ours(split: dict, *, trials: int, epochs: int, batch_size: int, patience
 # --------------------------------------------------------------------------- peers
 
 
-def _mlp(task: str, n_classes: int | None, input_dim: int, layers: list[tuple[int, str]], x_search):
+def _mlp(task: str, n_classes: int | None, input_dim: int, layers: list[tuple[int, str]], x_search,
+         learning_rate: float = LEARNING_RATE):
     import keras
 
     normalize = keras.layers.Normalization()
@@ -118,7 +119,7 @@ def _mlp(task: str, n_classes: int | None, input_dim: int, layers: list[tuple[in
     else:
         model.add(keras.layers.Dense(1))
         loss, metric = "mse", keras.metrics.RootMeanSquaredError(name="rmse")
-    model.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE, weight_decay=WEIGHT_DECAY), loss=loss,
+    model.compile(optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=WEIGHT_DECAY), loss=loss,
                   metrics=[metric])
     return model
 
@@ -135,7 +136,8 @@ def _objective(task: str) -> tuple[str, str]:
 
 
 def run_keras_tuner(split: dict, *, trials: int, epochs: int, batch_size: int, patience: int, seed: int,
-                    time_budget: float | None = None, search_space: dict | None = None) -> dict:
+                    time_budget: float | None = None, search_space: dict | None = None,
+                    learning_rate: float = LEARNING_RATE) -> dict:
     import keras
     import keras_tuner
 
@@ -158,7 +160,7 @@ def run_keras_tuner(split: dict, *, trials: int, epochs: int, batch_size: int, p
         low, high, step = MLP_UNITS
         layers = [(hp.Int(f"units_{i}", low, high, step=step), hp.Choice(f"act_{i}", MLP_ACTIVATIONS))
                   for i in range(hp.Int("layers", *MLP_LAYERS))]
-        return _mlp(task, split["n_classes"], x.shape[1], layers, x)
+        return _mlp(task, split["n_classes"], x.shape[1], layers, x, learning_rate)
 
     with tempfile.TemporaryDirectory() as folder:
         tuner = keras_tuner.RandomSearch(

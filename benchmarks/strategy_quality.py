@@ -13,7 +13,8 @@ lower is better), of the best-on-validation model.
 ``--peers`` adds KerasTuner RandomSearch through ``benchmarks/peers.py`` (the speed
 benchmark's peer machinery) on exactly our rows: its search rows are our training
 rows followed by our validation rows (so Keras' ``validation_split`` takes the same
-validation rows) and it is scored on the same test rows. ``peers.run_keras_tuner``
+validation rows) and it is scored on the same test rows; it trains with our epochs,
+batch size, patience and learning rate (``--lr`` moves both). ``peers.run_keras_tuner``
 bounds a search by ``--peer-trials`` (it has no clock of its own): its wall time is
 printed beside ours. Every search runs in a fresh Python process, so none inherits
 another's imports, traced graphs or memory.
@@ -161,7 +162,8 @@ def kerastuner_test_metric(dataset, seed: int, budget_s: float, training: TrainS
              "x_search": np.asarray(dataset.x[search_rows], np.float64), "y_search": dataset.y[search_rows],
              "x_test": np.asarray(dataset.x[splits.test], np.float64), "y_test": dataset.y[splits.test]}
     figures = peers.run_keras_tuner(split, trials=trials, epochs=training.epochs, batch_size=training.batch_size,
-                                    patience=training.patience, seed=seed, time_budget=budget_s)
+                                    patience=training.patience, seed=seed, time_budget=budget_s,
+                                    learning_rate=training.learning_rate)
     return {"test": figures["test"], "validation": figures["best_val"], "trials": figures["trials"],
             "epochs": figures["epochs"]}
 
