@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 ERROR_CHARS = 500  # keep error strings readable in events and results
 SCORE_BATCH = 8192  # rows per forward pass when scoring
 # Training rows scored each epoch for the "loss" history. A fused chunk predicts them
-# with every candidate's padded weights: 512 rows were two thirds of the scoring time
+# with every candidate's padded weights: 512 were two thirds of the rows scored
 # (digits 40 x 20 on 2 cores: scoring 2.5 -> 1.7 s of a 17 s search with 128).
 TRAIN_SCORE_ROWS = 128
 
