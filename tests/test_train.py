@@ -252,6 +252,68 @@ def test_fused_candidates_become_standalone_models_that_predict_the_same(activat
     np.testing.assert_allclose(to_probabilities("multiclass", model.predict_on_batch(data.x_val)), fused, atol=1e-6)
 
 
+@pytest.mark.parametrize("task", ["multiclass", "binary", "regression"])
+def test_each_fused_candidate_gets_the_gradient_of_its_standalone_model(task):
+    """The fused layout's own gradients (picked sources, partial links, batch norm with
+    members that skip it, the summed loss) are each candidate's: one batch in training
+    mode, compared with its standalone Keras model's autodiff."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the gradients are taken with TensorFlow's tape")
+    import tensorflow as tf
+
+    from cerebros_service.search.build import initial_weights
+    from cerebros_service.search.fused import make_fused_model
+    from cerebros_service.search.fused_plan import make_plan, packs, to_fused, trainable
+    from cerebros_service.search.train import standalone_model
+
+    data = _data(task)
+    space = SpaceSettings(min_levels=1, max_levels=3, max_units_per_level=3, min_neurons=3, max_neurons=9,
+                          activations=("elu", "relu", "tanh"), lateral_probability=0.9, bnorm_or_dropout="bnorm")
+    archs = [c.architecture for c in _candidates(data, 5, space=space, seed=3)]
+    for arch in archs[:2]:
+        arch["levels"][0]["units"][0]["batchnorm"] = False
+    plan = make_plan(archs, data.output_units)
+    assert any(r.partial_links for r in plan.readers()) and any(s.ragged for s in plan.slots)
+    assert any(link.picks is not None for r in plan.readers() for link in r.links)
+    assert any(s.any_batchnorm and not s.batchnorm.all() for s in plan.slots)
+    weights = [initial_weights(a, data.output_units, i) for i, a in enumerate(archs)]
+    model = make_fused_model(plan, task, feature_mean=data.feature_mean, feature_var=data.feature_var,
+                             target_mean=data.target_mean, target_std=data.target_std, training=tiny_training(),
+                             seed=0)
+    model.set_arrays(to_fused(plan, weights))
+    x, y = data.x_train[:16], data.targets(data.y_train[:16])
+    with tf.GradientTape() as tape:
+        loss = model.loss(y, model(x, training=True))
+    fused = {}
+    for pack, gradient in zip(packs(plan), tape.gradient(loss, model.packed)):
+        fused.update(pack.unpack(gradient.numpy()))
+
+    def own_loss(out):
+        if task == "multiclass":
+            picked = tf.gather(out, tf.cast(tf.reshape(y, (-1,)), "int32"), axis=1, batch_dims=1)
+            return -tf.reduce_mean(tf.math.log(picked))
+        if task == "binary":
+            return -tf.reduce_mean(y * tf.math.log(out) + (1.0 - y) * tf.math.log(1.0 - out))
+        return tf.reduce_mean(tf.square(out - y))
+
+    per_candidate = []
+    for arch, start in zip(archs, weights):
+        standalone = standalone_model(arch, start, data, tiny_training(), metrics=False)
+        with tf.GradientTape() as tape:
+            standalone_loss = own_loss(standalone(x, training=True))
+        grads = {id(v): g for v, g in zip(standalone.trainable_weights,
+                                          tape.gradient(standalone_loss, standalone.trainable_weights))}
+        per_candidate.append({layer.name: [grads[id(w)].numpy() if id(w) in grads else np.zeros(w.shape, "float32")
+                                           for w in layer.weights]
+                              for layer in standalone.layers if layer.weights and layer.name != "normalize"})
+    expected = to_fused(plan, per_candidate, identity=False)
+    for name in filter(trainable, expected):
+        scale = float(np.abs(expected[name]).max())  # regression gradients run to thousands
+        np.testing.assert_allclose(fused[name], expected[name], rtol=1e-4, atol=1e-5 * scale + 1e-7, err_msg=name)
+
+
 def test_the_training_optimizer_updates_weights_as_keras_adamw_does():
     import keras
 

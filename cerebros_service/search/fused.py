@@ -42,6 +42,32 @@ ZERO_AT_ZERO = frozenset({"elu", "relu", "selu", "gelu", "tanh", "swish", "silu"
                           "leaky_relu", "mish", "relu6"})
 
 
+class _TapeRecorder:
+    """Records a forward computation on TensorFlow's gradient tape as ONE op with a given
+    gradient. TensorFlow's internal tape API: where it is missing (another version),
+    ``_tape_recorder`` gives None and the ops' own gradients are used."""
+
+    def __init__(self, record):
+        self.record = record
+
+    def differentiable(self, forward, inputs, backward):
+        """``forward()``'s result, whose gradient with respect to ``inputs`` is ``backward(upstream)``."""
+        with self.record.stop_recording():
+            output = forward()
+        self.record.record_operation("CerebrosFusedLayout", [output], list(inputs), backward)
+        return output
+
+
+def _tape_recorder() -> _TapeRecorder | None:
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:
+        return None
+    if not all(hasattr(record, name) for name in ("stop_recording", "record_operation")):
+        return None
+    return _TapeRecorder(record)
+
+
 @functools.cache
 def _classes():
     import keras
@@ -51,17 +77,89 @@ def _classes():
     # and split directly. keras.ops' take and split build index bookkeeping around them
     # (a negative-index fix, sizes from cut points): 560 of the 1,250 ops of a
     # 10-candidate chunk's forward graph, each traced twice a chunk (train, predict).
+    # Their gradients are written out too: TensorFlow's own, general (IndexedSlices,
+    # negative ids, dynamic shapes), built 15 ops per gather and 37 per concatenated
+    # segment sum, 700 of a 10-candidate train step's 2,600 ops; here one or two, the
+    # same arithmetic, recorded on the tape directly (tf.custom_gradient's IdentityN
+    # and the zeros it fills for its pass-through outputs cost time every step).
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
-        def take_rows(x, indices):
-            return tf.gather(x, indices)
+        tape = _tape_recorder()
+
+        def take_rows(x, indices, training):
+            if not training or tape is None:
+                return tf.gather(x, indices)
+            rows = int(x.shape[0])
+            return tape.differentiable(lambda: tf.gather(x, indices), [x],
+                                       lambda upstream: [tf.math.unsorted_segment_sum(upstream, indices, rows)])
+
+        def add_segments(pieces, segments, count, training):
+            """The pieces stacked row-wise, each row added into member ``segments[row]``."""
+            def forward():
+                stacked = pieces[0] if len(pieces) == 1 else tf.concat(pieces, 0)
+                return tf.math.unsorted_segment_sum(stacked, segments, count)
+
+            if not training or tape is None:
+                return forward()
+            sizes = [int(piece.shape[0]) for piece in pieces]
+
+            def backward(upstream):
+                rows = tf.gather(upstream, segments)
+                return tf.split(rows, sizes) if len(sizes) > 1 else [rows]
+
+            return tape.differentiable(forward, pieces, backward)
+
+        def normalize_batch(x, gamma, beta, use):
+            """Training-mode batch normalization of a block over its batch axis, as
+            ``_batchnorm`` computes it, with its gradient written out (autodiff through the
+            moments and broadcasts built ~35 ops a unit position, this 12): (normalized block,
+            batch mean, batch variance), the statistics in float32 under mixed precision."""
+            half = x.dtype in (tf.float16, tf.bfloat16)
+            kept = {}
+
+            def forward():
+                mean, var = tf.nn.moments(tf.cast(x, tf.float32) if half else x, axes=[2], keepdims=True)
+                if half:
+                    mean, var = tf.cast(mean, x.dtype), tf.cast(var, x.dtype)
+                inv = tf.math.rsqrt(var + BATCHNORM_EPSILON)
+                scale = gamma * inv
+                shift = beta - mean * scale
+                if use is not None:
+                    scale, shift = use * scale + (1.0 - use), use * shift
+                kept.update(mean=mean, var=var, inv=inv)
+                return x * scale + shift
+
+            def backward(upstream):
+                wide = (lambda t: tf.cast(t, tf.float32)) if half else (lambda t: t)
+                up, inv = wide(upstream), wide(kept["inv"])
+                normalized = (wide(x) - wide(kept["mean"])) * inv
+                dbeta = tf.reduce_sum(up, axis=2, keepdims=True)
+                dgamma = tf.reduce_sum(up * normalized, axis=2, keepdims=True)
+                count = tf.cast(tf.shape(up)[2], up.dtype)
+                dx = (wide(gamma) * inv) * (up - (dbeta + normalized * dgamma) / count)
+                if use is not None:
+                    member = wide(use)
+                    dx, dgamma, dbeta = member * dx + (1.0 - member) * up, member * dgamma, member * dbeta
+                return [tf.cast(dx, x.dtype), tf.cast(dgamma, gamma.dtype), tf.cast(dbeta, beta.dtype)]
+
+            out = tape.differentiable(forward, [x, gamma, beta], backward)
+            return out, kept["mean"], kept["var"]
+
+        if tape is None:
+            normalize_batch = None
 
         def split_pack(flat, pack):
             return tf.split(flat, pack.sizes)
     else:
-        def take_rows(x, indices):
+        normalize_batch = None
+
+        def take_rows(x, indices, training):
             return ops.take(x, indices, axis=0)
+
+        def add_segments(pieces, segments, count, training):
+            stacked = pieces[0] if len(pieces) == 1 else ops.concatenate(pieces, axis=0)
+            return ops.segment_sum(stacked, segments, num_segments=count)
 
         def split_pack(flat, pack):
             return ops.split(flat, pack.cuts)
@@ -152,7 +250,7 @@ def _classes():
             statistics = {} if training else self._moving_statistics()
             blocks = {INPUT_TAG: x}
             for slot in self.plan.slots:
-                out = self._activate(slot, self._dense(slot, blocks, arrays))  # (M, W, B)
+                out = self._activate(slot, self._dense(slot, blocks, arrays, training))  # (M, W, B)
                 if slot.any_batchnorm:
                     out = self._batchnorm(slot.tag, out, arrays, statistics, training)
                 if slot.any_dropout and training:
@@ -164,7 +262,7 @@ def _classes():
                 blocks[slot.tag] = out
             if training and statistics:
                 self._update_moving(statistics)
-            logits = ops.cast(self._dense(self.plan.head, blocks, arrays), "float32")  # (K, out, B); loss in float32
+            logits = ops.cast(self._dense(self.plan.head, blocks, arrays, training), "float32")  # (K, out, B); loss in float32
             if self.task == "regression":
                 logits = logits * self.target_std + self.target_mean
             active = ops.cast(self.active, "float32")  # autocast reads it in the compute dtype
@@ -177,7 +275,7 @@ def _classes():
                 arrays.update(unpack(variable, pack))
             return arrays
 
-        def _dense(self, reader, blocks, arrays):
+        def _dense(self, reader, blocks, arrays, training):
             members = len(reader.members)
             total = arrays[f"{reader.tag}/bias"]  # (M, W, 1)
             partial = []
@@ -186,21 +284,19 @@ def _classes():
                 kernel = arrays[name]  # (readers, W, source width)
                 source = blocks[link.source]
                 if link.source == INPUT_TAG:  # one (n*W, D) x (D, B) product for every reader
-                    rows = link.count(members) * reader.width
-                    piece = ops.reshape(ops.matmul(ops.reshape(kernel, (rows, link.width)), source),
-                                        (-1, reader.width, ops.shape(source)[1]))
+                    count = link.count(members)
+                    piece = ops.reshape(ops.matmul(ops.reshape(kernel, (count * reader.width, link.width)), source),
+                                        (count, reader.width, ops.shape(source)[1]))
                 else:
                     if link.picks is not None:
-                        source = take_rows(source, self.constants[f"{name}/picks"])
+                        source = take_rows(source, self.constants[f"{name}/picks"], training)
                     piece = ops.matmul(kernel, source)
                 if link.readers is None:
                     total = total + piece
                 else:
                     partial.append(piece)
             if partial:
-                pieces = partial[0] if len(partial) == 1 else ops.concatenate(partial, axis=0)
-                total = total + ops.segment_sum(pieces, self.constants[f"{reader.tag}/segments"],
-                                                num_segments=members)
+                total = total + add_segments(partial, self.constants[f"{reader.tag}/segments"], members, training)
             return total
 
         def _activate(self, slot, pre):
@@ -217,6 +313,11 @@ def _classes():
             (M, W, 1) statistics: two ops over the block. ``statistics``: the moving ones when
             predicting; in training, this batch's are added to it for ``_update_moving``."""
             mean_name, var_name = f"{tag}/moving_mean", f"{tag}/moving_variance"
+            use = self.constants.get(f"{tag}/batchnorm")
+            if training and normalize_batch is not None:
+                out, statistics[mean_name], statistics[var_name] = normalize_batch(
+                    out, arrays[f"{tag}/gamma"], arrays[f"{tag}/beta"], use)
+                return out
             if training:
                 mean, var = ops.moments(out, axes=[2], keepdims=True)
                 statistics[mean_name], statistics[var_name] = mean, var
@@ -224,7 +325,6 @@ def _classes():
                 mean, var = statistics[mean_name], statistics[var_name]
             scale = arrays[f"{tag}/gamma"] * ops.rsqrt(var + BATCHNORM_EPSILON)
             shift = arrays[f"{tag}/beta"] - mean * scale
-            use = self.constants.get(f"{tag}/batchnorm")
             if use is not None:  # members that do not normalize pass through: scale 1, shift 0
                 scale, shift = use * scale + (1.0 - use), use * shift
             return out * scale + shift
@@ -270,12 +370,11 @@ def _classes():
 
         def call(self, y_true, y_pred):
             if self.task == "multiclass":
-                labels = ops.cast(ops.reshape(y_true, (-1,)), "int32")
+                # The label's log-probability picked by a one-hot product: take_along_axis
+                # with its broadcast indices traced ~230 ops (forward and gradient), this 4.
+                labels = ops.one_hot(ops.cast(ops.reshape(y_true, (-1,)), "int32"), ops.shape(y_pred)[-1])
                 log_probs = ops.log_softmax(y_pred, axis=-1)
-                picked = ops.take_along_axis(
-                    log_probs, ops.broadcast_to(ops.reshape(labels, (-1, 1, 1)), ops.shape(log_probs)[:2] + (1,)),
-                    axis=-1)
-                return -ops.sum(picked, axis=(1, 2))
+                return -ops.sum(log_probs * labels[:, None, :], axis=(1, 2))
             target = ops.reshape(ops.cast(y_true, y_pred.dtype), (-1, 1, 1))
             if self.task == "binary":
                 per = ops.maximum(y_pred, 0.0) - y_pred * target + ops.log1p(ops.exp(-ops.abs(y_pred)))
