@@ -27,6 +27,9 @@ HERE = Path(__file__).resolve().parent
 # measured with the same setting ("keras_tuner (tf; our threads)"); the peers' own rows keep
 # TensorFlow's defaults, as their users get them.
 OUR_THREADS_ON_2_CORES = {"TF_NUM_INTEROP_THREADS": "2", "TF_NUM_INTRAOP_THREADS": "1"}
+# TensorFlow's oneDNN kernels, which ours turns on where TensorFlow does not (cerebros_service/__init__.py),
+# for a peer measured with them too ("keras_tuner (tf; oneDNN)").
+ONEDNN = {"TF_ENABLE_ONEDNN_OPTS": "1"}
 SYSTEMS = {  # name -> (runner, keyword arguments, KERAS_BACKEND, extra environment)
     "ours sequential (tf)": ("ours", {"execution": "sequential"}, "tensorflow", {}),
     "ours fused (tf)": ("ours", {"execution": "fused"}, "tensorflow", {}),
@@ -34,6 +37,7 @@ SYSTEMS = {  # name -> (runner, keyword arguments, KERAS_BACKEND, extra environm
     "keras_tuner (tf)": ("keras_tuner", {}, "tensorflow", {}),
     "optuna (tf)": ("optuna", {}, "tensorflow", {}),
     "keras_tuner (tf; our threads)": ("keras_tuner", {}, "tensorflow", OUR_THREADS_ON_2_CORES),
+    "keras_tuner (tf; oneDNN)": ("keras_tuner", {}, "tensorflow", ONEDNN),
 }
 
 
