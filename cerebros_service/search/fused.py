@@ -68,6 +68,17 @@ def _tape_recorder() -> _TapeRecorder | None:
     return _TapeRecorder(record)
 
 
+def normalized_by(x, gamma, beta, mean, inv, use):
+    """Batch norm as Keras computes it (x * scale + shift), scale and shift from the small
+    (M, W, 1) statistics (``inv``: 1 / sqrt(variance + epsilon)); members whose ``use`` is 0
+    pass through (scale 1, shift 0)."""
+    scale = gamma * inv
+    shift = beta - mean * scale
+    if use is not None:
+        scale, shift = use * scale + (1.0 - use), use * shift
+    return x * scale + shift
+
+
 @functools.cache
 def _classes():
     import keras
@@ -123,12 +134,8 @@ def _classes():
                 if half:
                     mean, var = tf.cast(mean, x.dtype), tf.cast(var, x.dtype)
                 inv = tf.math.rsqrt(var + BATCHNORM_EPSILON)
-                scale = gamma * inv
-                shift = beta - mean * scale
-                if use is not None:
-                    scale, shift = use * scale + (1.0 - use), use * shift
                 kept.update(mean=mean, var=var, inv=inv)
-                return x * scale + shift
+                return normalized_by(x, gamma, beta, mean, inv, use)
 
             def backward(upstream):
                 wide = (lambda t: tf.cast(t, tf.float32)) if half else (lambda t: t)
@@ -323,11 +330,8 @@ def _classes():
                 statistics[mean_name], statistics[var_name] = mean, var
             else:
                 mean, var = statistics[mean_name], statistics[var_name]
-            scale = arrays[f"{tag}/gamma"] * ops.rsqrt(var + BATCHNORM_EPSILON)
-            shift = arrays[f"{tag}/beta"] - mean * scale
-            if use is not None:  # members that do not normalize pass through: scale 1, shift 0
-                scale, shift = use * scale + (1.0 - use), use * shift
-            return out * scale + shift
+            return normalized_by(out, arrays[f"{tag}/gamma"], arrays[f"{tag}/beta"], mean,
+                                 ops.rsqrt(var + BATCHNORM_EPSILON), use)
 
         def _moving_statistics(self) -> dict:
             return {} if self.moving is None else unpack(self.moving, self.moving_pack)
