@@ -23,6 +23,11 @@ another's imports, traced graphs or memory.
     .venv/bin/python benchmarks/strategy_quality.py --small              # a quick check it works
     .venv/bin/python benchmarks/strategy_quality.py --lr 0.002 --schedule cosine --patience 5
     .venv/bin/python benchmarks/strategy_quality.py --json results.json --peers
+    .venv/bin/python benchmarks/strategy_quality.py --report seeds0-2.json seeds3-4.json  # one table
+
+``--report`` runs nothing: it pools the rows of earlier ``--json`` files (which must
+share training, space, budget and refit) and prints the table a run of all of them
+would have. Under the table, each system is compared with random seed by seed.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ def main() -> None:
     if args.one:
         print(json.dumps(run_one(json.loads(args.one))))
         return
+    if args.report:
+        print(report_saved(args.report))
+        return
     training = _training(args)
     space = _space(args.space)
     systems = list(args.strategies) + (["kerastuner"] if args.peers else [])
@@ -77,12 +85,21 @@ def main() -> None:
                 row = spawn(request, timeout=max(600.0, 6 * args.budget_s))
                 rows.extend(_with_refit(row))
                 print(_line(row), flush=True)
+    record = _record(rows, args, training, space)
     print()
-    print(_report(rows, args, training))
+    print(_report(rows, args.datasets, _header(args.seeds, args.budget_s, record["training"], args.refit,
+                                               {"": record["machine"]})))
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"rows": rows, "machine": machine(), "training": asdict(training),
-                       "space": _plain(asdict(space))}, out, indent=1, default=str)
+            json.dump(record, out, indent=1, default=str)
+
+
+def _record(rows: list[dict], args, training: TrainSettings, space: SpaceSettings) -> dict:
+    """A run as ``--json`` writes it: its rows and all ``--report`` needs to head and pool them."""
+    return {"rows": rows, "machine": machine(), "training": asdict(training), "space": _plain(asdict(space)),
+            "budget_s": args.budget_s, "refit": args.refit, "strategies": list(args.strategies),
+            "peers": args.peers, "datasets": list(args.datasets), "seeds": list(args.seeds),
+            "population": args.population, "peer_trials": args.peer_trials}
 
 
 def spawn(request: dict, timeout: float) -> dict:
@@ -179,22 +196,39 @@ def _plain(values: dict) -> dict:
 # --------------------------------------------------------------------------- report
 
 
-def _report(rows: list[dict], args, training: TrainSettings) -> str:
-    lines = [f"# strategy quality: {len(args.seeds)} seed(s), {args.budget_s:.0f} s per search",
-             f"machine: {machine()}",
-             f"training: epochs {training.epochs}, lr {training.learning_rate} ({training.lr_schedule}), "
-             f"{'refit on training + validation, ' if args.refit else ''}"
-             f"patience {training.patience}, batch {training.batch_size}",
+def _header(seeds: list, budget_s: float | None, training: dict | None, refit: bool | None,
+            machines: dict[str, str | None]) -> str:
+    """The lines above the table, from plain data: a run's own, or those pooled from saved files.
+
+    ``machines``: the machine line of each source, by its name ("" for this run).
+    """
+    budget = f"{budget_s:.0f} s" if budget_s is not None else "an unrecorded budget"
+    lines = [f"# strategy quality: {len(seeds)} seed(s), {budget} per search"]
+    lines += [f"machine{f' ({source})' if source else ''}: {line or 'not recorded'}"
+              for source, line in machines.items()]
+    if training is None:
+        lines.append("training: not recorded")
+    else:
+        lines.append(f"training: epochs {training['epochs']}, lr {training['learning_rate']} "
+                     f"({training['lr_schedule']}), {'refit on training + validation, ' if refit else ''}"
+                     f"patience {training['patience']}, batch {training['batch_size']}")
+    return "\n".join(lines)
+
+
+def _report(rows: list[dict], datasets: list[str], header: str) -> str:
+    lines = [header,
              "",
              "| dataset | metric | system | test mean ± sd | val mean | trials | best epoch / run (median) "
              "| per-seed test |",
              "|---|---|---|---|---|---|---|---|"]
     verdicts = []
-    for name in args.datasets:
+    for name in datasets:
         group = [r for r in rows if r["dataset"] == name]
         if not group:
             continue
-        direction = group[0]["direction"]
+        # an error row carries no metric: take them from a row that ran
+        direction = next((r["direction"] for r in group if r.get("direction")), "max")
+        metric = next((r["metric"] for r in group if r.get("metric")), "-")
         means = {}
         for system in dict.fromkeys(r["system"] for r in group):
             mine = [r for r in group if r["system"] == system]
@@ -203,12 +237,130 @@ def _report(rows: list[dict], args, training: TrainSettings) -> str:
             mean = statistics.fmean(tests) if tests else None
             spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
             means[system] = mean
-            lines.append(f"| {name} | {mine[0]['metric']} | {system} | {_num(mean)} ± {_num(spread)} | "
+            lines.append(f"| {name} | {metric} | {system} | {_num(mean)} ± {_num(spread)} | "
                          f"{_num(statistics.fmean(vals) if vals else None)} | "
                          f"{statistics.fmean(r.get('trials') or 0 for r in mine):.0f} | "
                          f"{_epochs(mine)} | {', '.join(_num(t) for t in tests)} |")
         verdicts.append(_verdict(name, means, direction))
+        verdicts.extend(_paired(group, metric, direction))
     return "\n".join(lines + [""] + verdicts)
+
+
+def _paired(group: list[dict], metric: str, direction: str) -> list[str]:
+    """Each system minus random on the seeds both have: the spread of means over seeds hides
+    that a seed's split moves every system alike, which pairing by seed cancels."""
+    tests: dict[str, dict] = {}
+    for row in group:
+        if row.get("test") is not None:
+            tests.setdefault(row["system"], {})[row["seed"]] = row["test"]
+    systems = list(dict.fromkeys(r["system"] for r in group))
+    lines = []
+    for system in systems:
+        baseline = _baseline(system, systems)
+        if system == baseline or baseline not in systems:
+            continue
+        theirs, random = tests.get(system, {}), tests.get(baseline, {})
+        diffs = [theirs[seed] - random[seed] for seed in theirs if seed in random]
+        lines.append(f"- {system} - {baseline}, {_paired_summary(diffs, metric, direction)}")
+    return lines
+
+
+def _baseline(system: str, systems: list[str]) -> str:
+    """random, or random's refit for a refit system: else the difference would be mostly the refit's."""
+    if system.endswith("+refit") and system != "random+refit" and "random+refit" in systems:
+        return "random+refit"
+    return "random"
+
+
+def _paired_summary(diffs: list[float], metric: str, direction: str) -> str:
+    if not diffs:
+        return "paired over 0 seeds: no seed where both have a test metric"
+    spread = f" ± {_num(statistics.stdev(diffs))}" if len(diffs) > 1 else ""
+    equal = sum(abs(d) < 1e-12 for d in diffs)
+    better = sum(abs(d) >= 1e-12 and (d > 0 if direction == "max" else d < 0) for d in diffs)
+    # the difference keeps its raw sign, so say when a positive one is the worse
+    note = f"; lower {metric} is better" if direction == "min" else ""
+    return (f"paired over {len(diffs)} seed(s): {_signed(statistics.fmean(diffs))}{spread} "
+            f"(better in {better}, equal in {equal}, worse in {len(diffs) - better - equal}{note})")
+
+
+# --------------------------------------------------------------------------- pooling saved runs
+
+# Pooling files that differ in these would mix two experiments in one mean.
+MUST_MATCH = ("training", "space", "budget_s", "refit")
+
+
+def report_saved(paths: list[str]) -> str:
+    """The table of several ``--json`` files' rows together, e.g. seeds 0-2 and 3-4 run apart."""
+    repeated = sorted({path for path in paths if paths.count(path) > 1})
+    if repeated:  # its rows would count twice
+        raise SystemExit(f"--report: {', '.join(repeated)} given more than once")
+    records = {path: _load_saved(path) for path in paths}
+    _check_poolable(records)
+    rows = _pooled_rows(records)
+    first = next(iter(records.values()))
+    seeds = _union([record.get("seeds") or [r["seed"] for r in record["rows"]] for record in records.values()])
+    datasets = _union([(record.get("datasets") or []) + [r["dataset"] for r in record["rows"]]
+                       for record in records.values()])
+    machines = {path: record.get("machine") for path, record in records.items()}
+    return _report(rows, datasets, _header(seeds, first.get("budget_s"), first.get("training"),
+                                           first.get("refit"), machines))
+
+
+def _load_saved(path: str) -> dict:
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--report: cannot read {path}: {error}")
+    # the first files held the rows alone; what they did not record reads as None
+    return {"rows": saved} if isinstance(saved, list) else saved
+
+
+def _check_poolable(records: dict[str, dict]) -> None:
+    (first_path, first), *others = records.items()
+    for path, record in others:
+        for field in MUST_MATCH:
+            unrecorded = [p for p, r in ((first_path, first), (path, record)) if r.get(field) is None]
+            if len(unrecorded) == 1:  # an older file: nothing to compare with
+                raise SystemExit(f"--report: cannot pool {first_path} and {path}: "
+                                 f"{field} is not recorded in {unrecorded[0]}")
+            difference = _difference(field, first.get(field), record.get(field))
+            if difference:
+                raise SystemExit(f"--report: cannot pool {first_path} and {path}: {difference}")
+
+
+def _difference(field: str, mine, theirs) -> str | None:
+    if mine == theirs:
+        return None
+    if isinstance(mine, dict) and isinstance(theirs, dict):  # name the setting, not the whole dict
+        keys = [k for k in dict.fromkeys([*mine, *theirs]) if mine.get(k) != theirs.get(k)]
+        return "; ".join(f"{field}.{k} differs ({_shown(mine.get(k))} vs {_shown(theirs.get(k))})" for k in keys)
+    return f"{field} differs ({_shown(mine)} vs {_shown(theirs)})"
+
+
+def _shown(value) -> str:
+    return "not recorded" if value is None else repr(value)
+
+
+def _pooled_rows(records: dict[str, dict]) -> list[dict]:
+    """All rows, file by file; a (dataset, seed, system) in two files would count one seed twice."""
+    rows, source = [], {}
+    for path, record in records.items():
+        for row in record["rows"]:
+            key = (row["dataset"], row["seed"], row["system"])
+            if source.get(key, path) != path:
+                raise SystemExit(f"--report: {key[0]} seed {key[1]} {key[2]} is in both {source[key]} and "
+                                 f"{path}: pool runs of different seeds")
+            source[key] = path
+            rows.append(row)
+    return rows
+
+
+def _union(lists: list[list]) -> list:
+    return list(dict.fromkeys(item for items in lists for item in items))
+
+
+# --------------------------------------------------------------------------- formatting
 
 
 def _epochs(rows: list[dict]) -> str:
@@ -245,6 +397,10 @@ def _num(value) -> str:
     if value is None:
         return "-"
     return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.4f}" if abs(value) < 10 else f"{value:+.2f}"
 
 
 def machine() -> str:
@@ -293,8 +449,13 @@ def _arguments():
                         help="evaluation.refit: test the winner retrained on training + validation rows")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one search, in a child
-    parser.add_argument("--json", default=None, help="also write every row to this file")
+    parser.add_argument("--json", default=None,
+                        help="also write every row, and the settings that head them, to this file")
+    parser.add_argument("--report", nargs="+", default=None, metavar="JSON",
+                        help="run nothing: print one table of these --json files' rows, pooled")
     args = parser.parse_args()
+    if args.report and args.json:
+        parser.error("--report runs nothing, so it has no rows of its own for --json to write")
     small = SMALL if args.small else {}
     args.datasets = args.datasets or small.get("datasets", DATASETS)
     args.seeds = args.seeds or small.get("seeds", SEEDS)

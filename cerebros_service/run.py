@@ -167,11 +167,11 @@ def run_search(
                 if candidate.trial in previous:
                     adopt(previous.pop(candidate.trial), candidate)
             pending = [c for c in candidates if c.trial not in {t.trial for t in state.trials[first:]}]
-            best_value = state.best.value if state.best is not None else None
+            best_so_far = state.best.standing() if state.best is not None else None
             if pending:
                 train(pending, data, training, metric, direction, execution=settings.execution,
                       data_seed=data_order_seed(settings.seed), stop=stop,
-                      save_dir=None if models_dir is None else str(models_dir), save_threshold=best_value,
+                      save_dir=None if models_dir is None else str(models_dir), save_threshold=best_so_far,
                       keep_weights=keep_weights, on_record=record_trial)
             state.trials[first:] = sorted(state.trials[first:], key=lambda t: t.trial)
             state.parent_weights = state.generation_weights  # only the last generation's are kept

@@ -28,12 +28,30 @@ def test_a_derived_evolution_population_leaves_at_least_three_generations(max_tr
 def test_the_default_request_searches_as_its_strategy_means_to():
     spec, opts = check_request({"dataset_id": "digits"}, {})
     settings = build_settings(spec, opts, "val_accuracy")
+    assert settings.strategy == "random"
     assert opts.budget.population_size is None  # not given: derived
-    assert settings.population_size == derived_population_size(settings.strategy, 10, settings.halving,
-                                                               settings.training.epochs)
+    assert settings.population_size == derived_population_size("random", 10) == 10  # one batch of fresh draws
+    assert validate({"dataset_id": "digits"})["warnings"] == []
+
+
+def test_an_evolution_request_with_default_budget_breeds():
+    spec, opts = check_request({"dataset_id": "digits", "strategy": "evolution"}, {})
+    settings = build_settings(spec, opts, "val_accuracy")
+    assert settings.population_size == derived_population_size("evolution", 10)
     assert generations(settings.max_trials, settings.population_size) >= 3
     assert settings.elite_size < settings.population_size  # the default elite shrinks to fit
-    assert validate({"dataset_id": "digits"})["warnings"] == []
+    assert validate({"dataset_id": "digits", "strategy": "evolution"})["warnings"] == []
+
+
+def test_ga_parameters_sent_with_another_strategy_get_a_warning():
+    # the calling application sends them without a strategy: with the random default they are unused
+    opts = {"parameters": {"mutation_rate": 0.1, "crossover_rate": 0.7}}
+    [warning] = validate({"dataset_id": "iris"}, opts)["warnings"]
+    assert warning["loc"] == ["opts", "parameters"]
+    assert "crossover_rate, mutation_rate are read only by strategy" in warning["message"]
+    assert '"random"' in warning["message"]
+    assert validate({"dataset_id": "iris", "strategy": "evolution"}, opts)["warnings"] == []
+    assert validate({"dataset_id": "iris", "strategy": "halving"}, {"parameters": {"min_epochs": 2}})["warnings"] == []
 
 
 def test_a_population_as_big_as_the_budget_gets_a_warning_for_evolution():

@@ -33,7 +33,7 @@ from cerebros_service.run import data_order_seed, run_search, trial_seed  # noqa
 from cerebros_service.search.records import Candidate  # noqa: E402
 from cerebros_service.search.space import sample_architecture  # noqa: E402
 from cerebros_service.search.train import StopCheck, make_training_data  # noqa: E402
-from cerebros_service.settings import ExecutionSettings, SearchSettings  # noqa: E402
+from cerebros_service.settings import ExecutionSettings, SearchSettings, Standing  # noqa: E402
 from conftest import make_tiny_dataset, tiny_space, tiny_training  # noqa: E402
 
 TIMING_FIELDS = ("duration_s", "first_epoch_s", "model_path")
@@ -100,7 +100,7 @@ def test_task_payload_pickles_as_plain_data():
                      direction="max", data_seed=data_order_seed(0),
                      setup=WorkerSetup(backend="tensorflow", device="cpu", threads=1, gpus=()),
                      deadline_unix=time.time() + 60, cancel_event="cerebros-cancel-test", weights="better",
-                     weights_above=0.5)
+                     weights_above=Standing(0.5, None, -1))
     # The standard pickler, not cloudpickle: no closure, lock, logger or lambda can hide in it.
     assert pickle.loads(pickle.dumps(task)) == task
     assert pickle.loads(pickle.dumps(run_train_task)) is run_train_task  # a top-level function, by name

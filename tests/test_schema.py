@@ -39,9 +39,12 @@ def test_short_form_maps_onto_the_native_space():
 
     settings = build_settings(spec, opts, "val_accuracy")
     assert isinstance(settings, SearchSettings)
-    assert settings.strategy == "evolution"  # the calling application sends GA parameters
-    # no population given: derived so that evolution breeds (10 trials // 3 generations)
-    assert (settings.max_trials, settings.population_size) == (10, 3)
+    assert settings.strategy == "random"  # the default: evolution did not beat it (docs/search.md)
+    # no population given: derived, min(max_trials, 10) for random
+    assert (settings.max_trials, settings.population_size) == (10, 10)
+    # asked for, evolution's population is derived so that it breeds (10 trials // 3 generations)
+    evolution = build_settings(spec.model_copy(update={"strategy": "evolution"}), opts, "val_accuracy")
+    assert (evolution.strategy, evolution.population_size) == ("evolution", 3)
     assert (settings.mutation_rate, settings.crossover_rate, settings.elite_size) == (0.1, 0.7, 2)
 
 

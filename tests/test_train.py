@@ -19,7 +19,7 @@ from cerebros_service.search.records import Candidate
 from cerebros_service.search.space import sample_architecture
 from cerebros_service.search.tracking import EpochTracker
 from cerebros_service.search.train import StopCheck, make_training_data, train_population
-from cerebros_service.settings import ExecutionSettings, SpaceSettings
+from cerebros_service.settings import ExecutionSettings, SpaceSettings, Standing
 from conftest import make_tiny_dataset, tiny_space, tiny_training
 
 FUSED = ExecutionSettings(mode="fused")
@@ -172,7 +172,7 @@ def test_deadline_stops_training_inside_fit_and_no_new_chunk_starts(tmp_path, ex
     started = time.monotonic()
     records = train_population(_candidates(data, 2), data, training, "val_accuracy", "max", execution=execution,
                                stop=StopCheck(deadline=started + 3.0), save_dir=str(tmp_path),
-                               save_threshold=1.5)
+                               save_threshold=Standing(1.5, None, -1))
     assert 1 <= len(records) <= 2 and time.monotonic() - started < 60
     for record in records:
         assert record.status == "completed" and record.epochs_run < 10_000
@@ -408,7 +408,9 @@ def test_chunks_respect_the_caps_and_fall_back_to_sequential_for_one():
 def test_fused_and_sequential_reach_the_same_validation_metric_on_digits():
     dataset = load_builtin("digits")
     data = _data("multiclass", dataset)
-    space = SpaceSettings(max_levels=2, max_units_per_level=2, min_neurons=16, max_neurons=32)
+    # BatchNormalization, not the default dropout: the two trainers draw different dropout masks
+    space = SpaceSettings(max_levels=2, max_units_per_level=2, min_neurons=16, max_neurons=32,
+                          bnorm_or_dropout="bnorm")
     candidates = _candidates(data, 2, space=space, seed=5)
     training = tiny_training(epochs=3, patience=10, learning_rate=0.005, batch_size=32)
     fused = train_population(candidates, data, training, "val_accuracy", "max", execution=FUSED)

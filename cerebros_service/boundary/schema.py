@@ -712,6 +712,10 @@ def build_settings(spec: Spec, opts: Opts, objective_key: str) -> SearchSettings
     )
 
 
+# What only a genetic algorithm reads; sent with another strategy they are a misunderstanding.
+GA_ONLY_PARAMETERS = frozenset({"mutation_rate", "crossover_rate", "elite_size"})
+
+
 def budget_warnings(spec: Spec, opts: Opts) -> list[ErrorDetail]:
     """Requests that are valid but would not search as their strategy means to (validate and
     run_nas report them in ``warnings``; nothing is refused)."""
@@ -721,6 +725,12 @@ def budget_warnings(spec: Spec, opts: Opts) -> list[ErrorDetail]:
         warnings.append(ErrorDetail(("opts", "budget", "population_size"), (
             f"is {population} with max_trials {trials}: every trial is in generation 0, so evolution "
             f"is a random search; leave population_size out (it is then max_trials // 3) or raise max_trials")))
+    ga_given = sorted(opts.parameters.model_fields_set & GA_ONLY_PARAMETERS)
+    if spec.strategy != "evolution" and ga_given:
+        warnings.append(ErrorDetail(("opts", "parameters"), (
+            f"{', '.join(ga_given)} {'is' if len(ga_given) == 1 else 'are'} read only by strategy "
+            f"\"evolution\"; this request's strategy is \"{spec.strategy}\", so "
+            f"{'it is' if len(ga_given) == 1 else 'they are'} ignored; set \"strategy\": \"evolution\" to breed")))
     if spec.strategy == "halving" and population is not None:
         halving = HalvingSettings(reduction_factor=opts.parameters.reduction_factor,
                                   min_epochs=opts.parameters.min_epochs)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
-from ..settings import Direction, outranks
+from ..settings import Direction, Standing, outranks
 
 TrialStatus = Literal["completed", "failed"]
 
@@ -64,6 +64,11 @@ class TrialRecord:
             return None
         return values[self.best_epoch - 1]
 
+    def standing(self) -> Standing:
+        """This trial in the one order of results (settings.Standing)."""
+        loss = None if self.metric == "val_loss" else self.at_best_epoch("val_loss")
+        return Standing(self.value, loss, self.trial)
+
     def as_dict(self) -> dict:
         record = asdict(replace(self, weights=None))
         del record["weights"]
@@ -72,11 +77,8 @@ class TrialRecord:
 
 def takes_lead(record: TrialRecord, leader: TrialRecord | None, direction: Direction) -> bool:
     """Whether ``record`` completed and outranks ``leader`` (any completed one does when there is none)."""
-    if record.status != "completed":
-        return False
-    if leader is None:
-        return outranks(record.value, record.trial, None, None, direction)
-    return outranks(record.value, record.trial, leader.value, leader.trial, direction)
+    return record.status == "completed" and outranks(
+        record.standing(), None if leader is None else leader.standing(), direction)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 
-from ..settings import Direction, is_better
+from ..settings import Direction, Standing, outranks
 
 # Why a candidate stopped training (TrialRecord.stop_reason).
 STOP_REASONS = ("epochs", "patience", "non_finite", "max_time_seconds", "cancelled")
@@ -66,21 +66,18 @@ class EpochTracker:
         if value is None:
             return False
         value, loss = float(value), logs.get("val_loss")
-        if is_better(value, self.best_value, self.direction) or self._as_good_and_surer(value, loss):
+        # On a tie the lower validation loss: the first epoch to reach a value is rarely the
+        # best model that reaches it (28 validation rows move accuracy in steps of 0.036).
+        loss = None if loss is None or self.monitor == "val_loss" else float(loss)
+        best = None if self.best_value is None else Standing(self.best_value, self.best_loss, self.best_epoch)
+        if outranks(Standing(value, loss, epoch + 1), best, self.direction):
             self.best_value, self.best_epoch, self.wait = value, epoch + 1, 0
-            self.best_loss = None if loss is None else float(loss)
+            self.best_loss = loss
             return True
         self.wait += 1
         if self.wait >= self.patience:
             self.stop_reason = "patience"
         return False
-
-    def _as_good_and_surer(self, value: float, loss: float | None) -> bool:
-        """The same value as the best epoch's with a lower validation loss: a small validation
-        split ties on accuracy for epochs on end (28 rows move it in steps of 0.036), and the
-        first epoch to reach a value is then rarely the best model that reaches it."""
-        return (value == self.best_value and self.monitor != "val_loss" and loss is not None
-                and self.best_loss is not None and loss < self.best_loss)
 
     def stop(self, reason: str) -> None:
         """Training ended from outside (all epochs run, deadline, cancel); first reason wins."""

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from ..data.dataset import Dataset
-from ..settings import Direction, ExecutionSettings, Task, TrainSettings, outranks
+from ..settings import Direction, ExecutionSettings, Standing, Task, TrainSettings, outranks
 from .build import build_model, count_params, initial_weights
 from .device import compute_precision, graph_optimizer_off
 from .optimizer import make_training_optimizer
@@ -122,14 +122,14 @@ def train_population(
     data_seed: int = 0,
     stop: StopCheck = StopCheck(),
     save_dir: str | None = None,
-    save_threshold: float | None = None,
+    save_threshold: Standing | None = None,
     keep_weights: bool = False,
     on_record: Callable[[TrialRecord], None] | None = None,
 ) -> list[TrialRecord]:
     """Train every candidate; return one record per candidate that started, in trial order.
 
-    With ``save_dir``, a completed trial whose value beats ``save_threshold`` (and
-    every earlier trial of this call) is saved as ``save_dir/trial-NNNN.keras`` and its
+    With ``save_dir``, a completed trial that outranks ``save_threshold`` (and every
+    trial of this call before it) is saved as ``save_dir/trial-NNNN.keras`` and its
     record carries ``model_path``. With ``keep_weights`` each completed record holds
     its best epoch's weights (``record.weights``). ``on_record`` sees each record as
     soon as its trial (or its fused chunk) ends. No candidate starts once ``stop``
@@ -253,18 +253,18 @@ def _without_weights(record: TrialRecord) -> TrialRecord:
 
 
 class ModelSaver:
-    """Saves a record's model when it leads everything offered so far in this call and beats
-    the threshold (the run's best from earlier calls, whose trials all came before)."""
+    """Saves a record's model when it outranks everything offered so far in this call and the
+    threshold (the run's best from earlier calls)."""
 
-    def __init__(self, data, training, direction, save_dir, threshold):
+    def __init__(self, data, training, direction, save_dir, threshold: Standing | None):
         self.data, self.training, self.direction = data, training, direction
-        self.save_dir, self.threshold, self.leader = save_dir, threshold, -1
+        self.save_dir, self.leader = save_dir, threshold
 
     def offer(self, record: TrialRecord) -> TrialRecord:
         from dataclasses import replace
 
         if (self.save_dir is None or record.status != "completed" or record.weights is None
-                or not outranks(record.value, record.trial, self.threshold, self.leader, self.direction)):
+                or not outranks(record.standing(), self.leader, self.direction)):
             return record
         path = os.path.join(self.save_dir, f"trial-{record.trial:04d}.keras")
         try:
@@ -272,7 +272,7 @@ class ModelSaver:
         except Exception as exc:  # a model we cannot save still has a valid result, but no file
             return replace(record, status="failed", value=None,
                            error=f"saving the model failed: {describe(exc)}")
-        self.threshold, self.leader = record.value, record.trial
+        self.leader = record.standing()
         return replace(record, model_path=path)
 
 

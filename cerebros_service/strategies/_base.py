@@ -20,7 +20,7 @@ import numpy as np
 
 from ..search.records import TrialRecord
 from ..search.space import ArchitectureSampler
-from ..settings import SearchSettings, ranking_key
+from ..settings import SearchSettings, standing_key
 
 
 @dataclass(frozen=True)
@@ -73,19 +73,9 @@ class Strategy(ABC):
         return self.sampler.draw()
 
     def ranked(self, records: list[TrialRecord]) -> list[TrialRecord]:
-        """Completed trials with a finite value, best first (ties: lower validation loss, then
-        the earlier trial; see tie_break_loss). Failed trials never rank."""
+        """Completed trials with a finite value, best first, in the one order of results
+        (settings.Standing: the run's best is the first). Failed trials never rank."""
         direction = self.direction
         usable = [r for r in records
                   if r.status == "completed" and r.value is not None and math.isfinite(r.value)]
-        return sorted(usable, key=lambda r: (ranking_key(r.value, direction), tie_break_loss(r), r.trial))
-
-
-def tie_break_loss(record: TrialRecord) -> float:
-    """Among trials of equal value (a small validation split often ties on accuracy), the
-    lower validation loss at the best epoch ranks first as a parent or for promotion; a
-    missing loss ranks last. (The run's best follows settings.outranks: the earlier trial.)"""
-    if record.metric == "val_loss":
-        return 0.0
-    loss = record.at_best_epoch("val_loss")
-    return math.inf if loss is None or not math.isfinite(loss) else float(loss)
+        return sorted(usable, key=lambda r: standing_key(r.standing(), direction))

@@ -27,7 +27,7 @@ from typing import Literal
 
 from ...search.records import Candidate, TrialRecord
 from ...search.train import StopCheck, TrainingData
-from ...settings import Direction, ExecutionSettings, TrainSettings, is_better
+from ...settings import Direction, ExecutionSettings, Standing, TrainSettings, outranks
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class TrainTask:
     deadline_unix: float | None = None  # time.time() instant; None: no deadline
     cancel_event: str | None = None  # name of the distributed.Event the caller sets on cancel
     weights: WeightsPolicy = "none"  # which records come back with their best epoch's weights
-    weights_above: float | None = None  # "better": those whose value beats this one
+    weights_above: Standing | None = None  # "better": those that outrank this one
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def _train(task: TrainTask, data: TrainingData, stop: StopCheck) -> list[TrialRe
 
 def _keep_weights(record: TrialRecord, task: TrainTask) -> TrialRecord:
     keep = task.weights == "all" or (task.weights == "better" and record.status == "completed"
-                                     and is_better(record.value, task.weights_above, task.direction))
+                                     and outranks(record.standing(), task.weights_above, task.direction))
     return record if keep or record.weights is None else replace(record, weights=None)
 
 

@@ -44,7 +44,7 @@ from ...search.device import available_cores
 from ...search.records import Candidate, TrialRecord
 from ...search.train import (ModelSaver, RecordSink, StopCheck, TrainingData, WorkUnit, describe, failed_record,
                              plan_work)
-from ...settings import Direction, ExecutionSettings, TrainSettings
+from ...settings import Direction, ExecutionSettings, Standing, TrainSettings
 from .dask_tasks import TrainTask, WorkerSetup, run_train_task
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class DaskTrainer:
         data_seed: int = 0,
         stop: StopCheck = StopCheck(),
         save_dir: str | None = None,
-        save_threshold: float | None = None,
+        save_threshold: Standing | None = None,
         keep_weights: bool = False,
         on_record: Callable[[TrialRecord], None] | None = None,
     ) -> list[TrialRecord]:
