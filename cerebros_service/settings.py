@@ -62,12 +62,14 @@ REGRESSION_ONLY = frozenset({"val_rmse", "val_mae"})
 @dataclass(frozen=True)
 class Standing:
     """Where a result stands in the one order of results (the run's best, a strategy's ranking,
-    which model is saved, a trial's best epoch): its value; on a tie the lower validation loss,
-    because a small validation split ties on accuracy for trials and epochs on end; then the
-    earlier ``order`` (trial or epoch), so the winner never depends on arrival order."""
+    which model is saved, a trial's best epoch): its value; on a tie the lower ``loss`` when
+    one is given; then the earlier ``order`` (trial or epoch), so the winner never depends on
+    arrival order. Epochs give their validation loss (a small validation split ties on
+    accuracy for epochs on end, and the first epoch to reach a value is rarely the best
+    model that reaches it); trials do not (TrialRecord.standing)."""
 
     value: float | None
-    loss: float | None  # validation loss; None when the value is the loss itself, or unknown
+    loss: float | None  # the tie-breaking validation loss; None: no tie-break by loss
     order: int
 
 

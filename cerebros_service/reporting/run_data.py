@@ -41,7 +41,8 @@ class RunData:
 
     def ranked(self) -> list[dict]:
         """Completed trials, best first, in the search's own order (settings.Standing)."""
-        return sorted(self.completed, key=lambda t: standing_key(_standing(t), self.direction))
+        return sorted(self.completed,
+                      key=lambda t: standing_key(Standing(t["value"], None, t.get("trial", 0)), self.direction))
 
     def trial_end_times(self) -> list[float]:
         """Seconds from the search's start to each trial's end (events when recorded, else summed durations)."""
@@ -68,15 +69,6 @@ def load_run_data(run_dir: Path) -> RunData:
         best=_json_object(run_dir / "best_architecture.json"),
         events=_json_lines(run_dir / EVENTS_FILE),
     )
-
-
-def _standing(trial: dict) -> Standing:
-    """A trials.jsonl row in the one order: its value, its validation loss at the best epoch."""
-    losses, best = (trial.get("history") or {}).get("val_loss") or [], trial.get("best_epoch")
-    loss = None
-    if trial.get("metric") != "val_loss" and isinstance(best, int) and 0 < best <= len(losses):
-        loss = losses[best - 1]
-    return Standing(trial["value"], loss if _finite(loss) else None, trial.get("trial", 0))
 
 
 def _finite(value) -> bool:

@@ -65,9 +65,11 @@ class TrialRecord:
         return values[self.best_epoch - 1]
 
     def standing(self) -> Standing:
-        """This trial in the one order of results (settings.Standing)."""
-        loss = None if self.metric == "val_loss" else self.at_best_epoch("val_loss")
-        return Standing(self.value, loss, self.trial)
+        """This trial in the one order of results (settings.Standing): its value, then the
+        earlier trial. Not its validation loss: among the hundreds of trials that tie at a
+        validation accuracy of 1.0 the lowest loss picked models worse on the test split
+        (docs/benchmarks.md#search-quality-strategies-and-defaults)."""
+        return Standing(self.value, None, self.trial)
 
     def as_dict(self) -> dict:
         record = asdict(replace(self, weights=None))
