@@ -66,11 +66,18 @@ class Standing:
     one is given; then the earlier ``order`` (trial or epoch), so the winner never depends on
     arrival order. Epochs give their validation loss (a small validation split ties on
     accuracy for epochs on end, and the first epoch to reach a value is rarely the best
-    model that reaches it); trials do not (TrialRecord.standing)."""
+    model that reaches it); trials do not (trial_standing)."""
 
     value: float | None
     loss: float | None  # the tie-breaking validation loss; None: no tie-break by loss
     order: int
+
+
+def trial_standing(value: float | None, trial: int) -> Standing:
+    """How a trial stands: its value, then the earlier trial. Not its validation loss: among
+    the hundreds of trials that tie at a validation accuracy of 1.0 the lowest loss picked
+    models worse on the test split (docs/benchmarks.md#search-quality-strategies-and-defaults)."""
+    return Standing(value, None, trial)
 
 
 def standing_key(standing: Standing, direction: Direction) -> tuple:
@@ -172,8 +179,9 @@ class SpaceSettings:
     # How a unit merges its predecessors: "concatenate" or "add" (zero-padded to the widest).
     merging_strategy: Merging = "concatenate"
     # What every hidden unit applies to its output: BatchNormalization, Dropout(dropout_rate), nothing.
-    # Dropout, not Cerebros' BatchNormalization: on the strategy benchmark it was as good on the
-    # classification sets, better and steadier on diabetes, and trains faster (docs/benchmarks.md).
+    # Dropout, not Cerebros' BatchNormalization: on the strategy benchmark it was within the seeds'
+    # spread on the classification sets, better and steadier on diabetes, and trains faster
+    # (docs/benchmarks.md).
     bnorm_or_dropout: UnitNormalization = "dropout"
     dropout_rate: float = 0.2
     # Moieties: each drawn set of levels, units and neurons is wired this many times
@@ -259,8 +267,8 @@ class ExecutionSettings:
 @dataclass(frozen=True)
 class SearchSettings:
     # Random, not evolution: at an equal wall-clock budget (strategy benchmark, 4 datasets x
-    # 5 seeds) evolution's mean test metric was below random's on digits, breast_cancer and
-    # diabetes and equal on wine (docs/benchmarks.md#search-quality).
+    # 5 seeds) evolution's mean test metric was level with random's on digits and wine and
+    # below it on breast_cancer and diabetes (docs/benchmarks.md#search-quality-strategies-and-defaults).
     strategy: StrategyName = "random"
     seed: int = 0
     max_trials: int = 10

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..run_store import read_run_json
-from ..settings import Standing, standing_key
+from ..settings import standing_key, trial_standing
 
 EVENTS_FILE = "events.jsonl"
 
@@ -42,7 +42,7 @@ class RunData:
     def ranked(self) -> list[dict]:
         """Completed trials, best first, in the search's own order (settings.Standing)."""
         return sorted(self.completed,
-                      key=lambda t: standing_key(Standing(t["value"], None, t.get("trial", 0)), self.direction))
+                      key=lambda t: standing_key(trial_standing(t["value"], t.get("trial", 0)), self.direction))
 
     def trial_end_times(self) -> list[float]:
         """Seconds from the search's start to each trial's end (events when recorded, else summed durations)."""

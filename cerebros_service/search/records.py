@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
-from ..settings import Direction, Standing, outranks
+from ..settings import Direction, Standing, outranks, trial_standing
 
 TrialStatus = Literal["completed", "failed"]
 
@@ -65,11 +65,8 @@ class TrialRecord:
         return values[self.best_epoch - 1]
 
     def standing(self) -> Standing:
-        """This trial in the one order of results (settings.Standing): its value, then the
-        earlier trial. Not its validation loss: among the hundreds of trials that tie at a
-        validation accuracy of 1.0 the lowest loss picked models worse on the test split
-        (docs/benchmarks.md#search-quality-strategies-and-defaults)."""
-        return Standing(self.value, None, self.trial)
+        """This trial in the one order of results (settings.trial_standing)."""
+        return trial_standing(self.value, self.trial)
 
     def as_dict(self) -> dict:
         record = asdict(replace(self, weights=None))

@@ -22,15 +22,26 @@ STOP_REASONS = ("epochs", "patience", "non_finite", "max_time_seconds", "cancell
 class EpochTracker:
     def __init__(self, monitor: str, direction: Direction, patience: int, started: float):
         self.monitor, self.direction, self.patience, self.started = monitor, direction, patience, started
-        self.best_value: float | None = None
-        self.best_epoch: int | None = None
-        self.best_loss: float | None = None  # validation loss at the best epoch (ties on the value)
+        self.best: Standing | None = None  # the best epoch: its value, validation loss, number
         self.epochs_run = 0
         self.wait = 0
         self.first_epoch_s: float | None = None
         self.stop_reason: str | None = None
         self.non_finite: str | None = None  # what stopped being finite, and when
         self.history: dict[str, list[float | None]] = {}
+
+    @property
+    def best_value(self) -> float | None:
+        return None if self.best is None else self.best.value
+
+    @property
+    def best_epoch(self) -> int | None:
+        return None if self.best is None else self.best.order
+
+    @property
+    def best_loss(self) -> float | None:
+        """The best epoch's validation loss (what broke a tie on the value)."""
+        return None if self.best is None else self.best.loss
 
     @property
     def stopped(self) -> bool:
@@ -69,10 +80,9 @@ class EpochTracker:
         # On a tie the lower validation loss: the first epoch to reach a value is rarely the
         # best model that reaches it (28 validation rows move accuracy in steps of 0.036).
         loss = None if loss is None or self.monitor == "val_loss" else float(loss)
-        best = None if self.best_value is None else Standing(self.best_value, self.best_loss, self.best_epoch)
-        if outranks(Standing(value, loss, epoch + 1), best, self.direction):
-            self.best_value, self.best_epoch, self.wait = value, epoch + 1, 0
-            self.best_loss = loss
+        standing = Standing(value, loss, epoch + 1)
+        if outranks(standing, self.best, self.direction):
+            self.best, self.wait = standing, 0
             return True
         self.wait += 1
         if self.wait >= self.patience:
