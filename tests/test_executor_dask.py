@@ -88,6 +88,12 @@ def _training_data(n: int = 120):
     return make_training_data(dataset, train_idx, val_idx)
 
 
+def _until_stopped():
+    """Training that only a deadline, a cancel or a lost worker ends: 5000 epochs of the tiny
+    data once took longer than these tests' deadlines, and with dropout units take ~14 s."""
+    return tiny_training(epochs=10**7, patience=10**7)
+
+
 # --------------------------------------------------------------------------- no cluster needed
 
 
@@ -210,7 +216,7 @@ def test_max_time_seconds_stops_running_trials_and_sends_no_more(trainer):
     used(_candidates(data, 2), data, tiny_training(epochs=1), "val_accuracy", "max",
          execution=ExecutionSettings(mode="sequential"))
     started = time.monotonic()
-    out = used(_candidates(data, 4), data, tiny_training(epochs=5000, patience=5000), "val_accuracy", "max",
+    out = used(_candidates(data, 4), data, _until_stopped(), "val_accuracy", "max",
                execution=ExecutionSettings(mode="sequential"), stop=StopCheck(deadline=started + 8))
     assert time.monotonic() - started < 8 + 20  # the running trials stop at their first batch past it
     assert [r.trial for r in out] == [0, 1]  # trials 2 and 3 were never sent
@@ -234,7 +240,7 @@ def test_killed_worker_fails_its_trial_and_cancel_stops_the_rest(cluster, traine
 
     killer = threading.Thread(target=_kill_worker_running, args=(client, 0, 4.0), daemon=True)
     killer.start()
-    out = used(candidates, data, tiny_training(epochs=5000, patience=5000), "val_accuracy", "max",
+    out = used(candidates, data, _until_stopped(), "val_accuracy", "max",
                execution=ExecutionSettings(mode="sequential"), on_record=on_record,
                stop=StopCheck(deadline=time.monotonic() + 120, should_stop=cancelled.is_set))
     by_trial = {r.trial: r for r in out}
@@ -401,7 +407,7 @@ def test_the_documented_cli_cluster_serves_a_search_and_losing_its_scheduler_is_
             threading.Timer(3.0, scheduler.kill).start()
             started = time.monotonic()
             with pytest.raises(ExecutorError) as lost:
-                used(_candidates(data, 2, first=1), data, tiny_training(epochs=5000, patience=5000),
+                used(_candidates(data, 2, first=1), data, _until_stopped(),
                      "val_accuracy", "max", execution=ExecutionSettings(mode="sequential"),
                      stop=StopCheck(deadline=time.monotonic() + 300))
             assert time.monotonic() - started < 120
