@@ -417,13 +417,29 @@ def _training(args) -> TrainSettings:
     return replace(training, **changes)
 
 
+# Space fields whose default is None but which hold a list when set.
+LIST_FIELDS = ("neuron_choices", "learning_rates")
+
+
+def _number_or_text(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _space(pairs: list[str]) -> SpaceSettings:
     """SpaceSettings with ``key=value`` overrides (numbers parsed; e.g. bnorm_or_dropout=none)."""
     changes = {}
     for pair in pairs:
         key, _, text = pair.partition("=")
         default = getattr(SpaceSettings, key)
-        changes[key] = type(default)(text) if isinstance(default, (int, float)) else text
+        if isinstance(default, tuple) or key in LIST_FIELDS:  # a comma list, e.g. activations=elu,relu
+            changes[key] = tuple(_number_or_text(item) for item in text.split(","))
+        else:
+            changes[key] = type(default)(text) if isinstance(default, (int, float)) else text
     return replace(SpaceSettings(), **changes)
 
 
@@ -442,7 +458,7 @@ def _arguments():
     parser.add_argument("--patience", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--space", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="search-space overrides, e.g. bnorm_or_dropout=none wiring=poisson")
+                        help="search-space overrides, e.g. bnorm_or_dropout=none wiring=poisson activations=elu,relu")
     parser.add_argument("--peer-trials", type=int, default=PEER_TRIALS,
                         help=f"KerasTuner's trial cap (default {PEER_TRIALS}; it has no clock)")
     parser.add_argument("--refit", action="store_true",

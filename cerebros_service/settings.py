@@ -154,6 +154,10 @@ class SpaceSettings:
     # (the calling application's short form: {"layer_sizes": [32, 64, 128]}).
     neuron_choices: tuple[int, ...] | None = None
     activations: tuple[str, ...] = ("elu",)
+    # When set, each architecture draws the learning rate it trains with from these
+    # (``"learning_rate"`` in the architecture); None: every trial trains at
+    # TrainSettings.learning_rate.
+    learning_rates: tuple[float, ...] | None = None
     # "poisson" wiring (the earlier sampler): a unit draws a Poisson number of distinct
     # predecessors per earlier level, mean affinity * decay ** (distance - 1).
     predecessor_affinity: float = 1.5

@@ -225,3 +225,22 @@ def test_check_request_raises_input_error_with_every_detail():
 def test_default_elite_shrinks_to_a_tiny_population():
     spec, opts = check_request({"dataset_id": "iris"}, {"budget": {"population_size": 1}})
     assert build_settings(spec, opts, "val_accuracy").elite_size == 1
+
+
+def test_searched_learning_rates_are_taken_checked_and_give_way_to_a_fixed_rate():
+    spec, opts = check_request({"dataset_id": "iris", "search_space": {"learning_rates": [0.001, 0.01, 0.001]}}, {})
+    assert build_settings(spec, opts, "val_accuracy").space.learning_rates == (0.001, 0.01)  # repeats dropped
+    found = problems(validate({"dataset_id": "iris", "search_space": {"learning_rates": [0.001, 0, 20]}}))
+    assert set(found) == {"spec.search_space.learning_rates.1", "spec.search_space.learning_rates.2"}
+    assert "spec.search_space.learning_rates" in problems(validate({"dataset_id": "iris",
+                                                                    "search_space": {"learning_rates": []}}))
+    # A request that fixes training.learning_rate trains every trial at it, whatever the default space searches,
+    fixed, opts = check_request({"dataset_id": "iris", "training": {"learning_rate": 0.003}}, {})
+    settings = build_settings(fixed, opts, "val_accuracy")
+    assert (settings.space.learning_rates, settings.training.learning_rate) == (None, 0.003)
+    # unless it also names the rates to search.
+    both, opts = check_request({"dataset_id": "iris", "training": {"learning_rate": 0.003},
+                                "search_space": {"learning_rates": [0.002, 0.004]}}, {})
+    assert build_settings(both, opts, "val_accuracy").space.learning_rates == (0.002, 0.004)
+    default, opts = check_request({"dataset_id": "iris"}, {})
+    assert build_settings(default, opts, "val_accuracy").space.learning_rates == SpaceSettings.learning_rates

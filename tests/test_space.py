@@ -22,6 +22,7 @@ SPACES = {
                           lateral_probability=0.9, max_laterals_per_level=3),
     "choices": SpaceSettings(min_levels=1, max_levels=1, min_units_per_level=1, max_units_per_level=1,
                              neuron_choices=(16, 32)),
+    "rates": SpaceSettings(learning_rates=(0.001, 0.002, 0.005, 0.01)),
 }
 
 
@@ -30,6 +31,10 @@ def independent_check(arch: dict, space: SpaceSettings, output_units: int) -> No
     levels = arch["levels"]
     assert space.min_levels <= len(levels) - 1 <= space.max_levels
     assert levels[-1]["units"] == [{"neurons": output_units, "activation": "output"}]
+    if space.learning_rates:
+        assert arch["learning_rate"] in space.learning_rates
+    else:
+        assert "learning_rate" not in arch
     nodes = [(-1, 0)] + [(lv, u) for lv, level in enumerate(levels) for u in range(len(level["units"]))]
     for lv, level in enumerate(levels[:-1]):
         assert space.min_units_per_level <= len(level["units"]) <= space.max_units_per_level
@@ -153,6 +158,9 @@ def _valid():
     (lambda a: a["edges"].append([[0, 99], [1, 0]]), "does not exist"),
     (lambda a: a["edges"].append(copy.deepcopy(a["edges"][0])), "repeats"),
     (lambda a: a.update(dropout=1.5), "dropout"),
+    (lambda a: a.update(learning_rate=0.0), "learning_rate"),
+    (lambda a: a.update(learning_rate="fast"), "learning_rate"),
+    (lambda a: a.update(learning_rate=float("nan")), "learning_rate"),
 ])
 def test_checker_rejects_broken_architectures(breakage, message):
     arch = _valid()
@@ -329,3 +337,27 @@ def test_add_merging_builds_a_model_of_padded_sums_that_only_the_sequential_trai
     model.optimizer.build(model.trainable_variables)  # as save_model does: the file then loads without warnings
     model.save(path)
     assert np.allclose(keras.saving.load_model(path).predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)
+
+
+def test_a_searched_learning_rate_is_drawn_from_the_choices_and_mutates_to_a_neighbour():
+    space = SPACES["rates"]
+    rng = np.random.default_rng(3)
+    drawn = [sample_architecture(space, 6, 2, rng)["learning_rate"] for _ in range(200)]
+    assert set(drawn) == set(space.learning_rates)
+    choices = sorted(space.learning_rates)
+    steps = set()
+    for _ in range(300):
+        parent = sample_architecture(space, 6, 2, rng)
+        child = mutate(parent, space, 1.0, rng)
+        before, after = choices.index(parent["learning_rate"]), choices.index(child["learning_rate"])
+        steps.add(after - before)
+    assert steps == {-1, 0, 1}  # a neighbouring rate, or (at an end of the choices) the same
+
+
+def test_without_searched_rates_architectures_and_mutations_are_as_before():
+    """No learning_rate key, and the same random stream as a space that never had the field."""
+    plain, rated_off = SpaceSettings(), SpaceSettings(learning_rates=None)
+    a = sample_architecture(plain, 6, 2, np.random.default_rng(1))
+    b = sample_architecture(rated_off, 6, 2, np.random.default_rng(1))
+    assert a == b and "learning_rate" not in a
+    assert mutate(a, plain, 0.5, np.random.default_rng(2)) == mutate(b, rated_off, 0.5, np.random.default_rng(2))

@@ -526,3 +526,60 @@ def test_the_graph_optimizer_is_off_only_inside_and_only_in_this_thread():
         np.testing.assert_array_equal(double(tf.constant([1.0, 2.0])).numpy(), outside)
     assert seen_elsewhere == [False]  # another thread's functions are optimized as before
     assert context.context().function_call_options is callers and not rewrite_options().disable_meta_optimizer
+
+
+def _with_rate(candidate: Candidate, rate: float | None) -> Candidate:
+    from dataclasses import replace as replaced
+
+    arch = {k: v for k, v in candidate.architecture.items() if k != "learning_rate"}
+    if rate is not None:
+        arch["learning_rate"] = rate
+    return replaced(candidate, architecture=arch)
+
+
+def _flat_weights(records) -> list[np.ndarray]:
+    return [np.concatenate([np.ravel(a) for layer in sorted(r.weights) for a in r.weights[layer]]) for r in records]
+
+
+def test_one_fused_chunk_trains_each_candidate_at_its_own_learning_rate():
+    """Candidates that drew different rates share a chunk, and each trains as the whole
+    chunk would at its rate."""
+    from cerebros_service.search.fused_train import plan_chunks
+
+    data = _data("binary")
+    base = _candidates(data, 2)
+    mixed = [_with_rate(base[0], 0.05), _with_rate(base[1], None)]  # the second at the settings' 0.01
+    assert [len(chunk) for chunk in plan_chunks(mixed, data, tiny_training(), FUSED)] == [2]
+
+    def train(candidates, learning_rate):
+        records = train_population(candidates, data, tiny_training(learning_rate=learning_rate), "val_accuracy",
+                                   "max", execution=FUSED, keep_weights=True)
+        assert [(r.execution, r.chunk["size"]) for r in records] == [("fused", 2)] * 2
+        return _flat_weights(records)
+
+    together = train(mixed, 0.01)
+    np.testing.assert_allclose(together[0], train(base, 0.05)[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(together[1], train(base, 0.01)[1], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(together[0], train(base, 0.01)[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("execution", MODES)
+def test_a_trial_trains_at_the_learning_rate_its_architecture_drew(execution):
+    """The same two candidates give the same weights whether the rate comes from the
+    training settings or from their architectures, and other weights at another rate."""
+    data = _data("binary")
+    base = _candidates(data, 2)
+
+    def weights(candidates, learning_rate):
+        records = train_population(candidates, data, tiny_training(learning_rate=learning_rate), "val_accuracy",
+                                   "max", execution=execution, keep_weights=True)
+        assert [r.execution for r in records] == [execution.mode] * 2
+        return _flat_weights(records)
+
+    from_settings = weights(base, 0.05)
+    from_architecture = weights([_with_rate(c, 0.05) for c in base], 0.001)
+    at_settings_rate = weights(base, 0.001)
+    for mine, theirs, other in zip(from_architecture, from_settings, at_settings_rate):
+        # w / 50 * 50 rounds, and the scaled update is not the fused Adam kernel's op order
+        np.testing.assert_allclose(mine, theirs, rtol=1e-3, atol=1e-4)
+        assert not np.allclose(mine, other, atol=1e-3)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Annotated, Any, Callable, Literal, Union
 
@@ -172,6 +173,10 @@ class SearchSpaceSpec(_Strict):
     # The calling application's short form: neurons per unit drawn from these sizes.
     layer_sizes: list[Annotated[int, Field(ge=1, le=MAX_NEURONS)]] | None = Field(None, min_length=1)
     activations: list[Activation] = Field(list(SpaceSettings.activations), min_length=1)
+    # Each architecture trains at one of these rates (a searched dimension); null: all
+    # at training.learning_rate, which is also what a request that sets that rate gets.
+    learning_rates: list[Annotated[float, Field(gt=0, le=10)]] | None = Field(
+        list(SpaceSettings.learning_rates) if SpaceSettings.learning_rates else None, min_length=1)
     predecessor_affinity: float = Field(SpaceSettings.predecessor_affinity, gt=0, le=16)
     predecessor_decay: float = Field(SpaceSettings.predecessor_decay, gt=0, le=1)
     min_skip_depth: int = _range(SpaceSettings.min_skip_depth, 1, MAX_SKIP_DEPTH)
@@ -230,6 +235,7 @@ class SearchSpaceSpec(_Strict):
             max_neurons=max_neurons,
             neuron_choices=tuple(choices) if choices is not None else None,
             activations=tuple(dict.fromkeys(self.activations)),
+            learning_rates=tuple(dict.fromkeys(self.learning_rates)) if self.learning_rates else None,
             predecessor_affinity=self.predecessor_affinity,
             predecessor_decay=self.predecessor_decay,
             min_skip_depth=self.min_skip_depth,
@@ -704,12 +710,21 @@ def build_settings(spec: Spec, opts: Opts, objective_key: str) -> SearchSettings
         elite_size=min(opts.parameters.elite_size, population),
         objective=objective_key,
         device=opts.device,
-        space=spec.search_space.to_settings(),
+        space=space_settings(spec),
         training=spec.training.to_settings(),
         execution=opts.execution.to_settings(),
         evaluation=spec.evaluation.to_settings(),
         halving=halving,
     )
+
+
+def space_settings(spec: Spec) -> SpaceSettings:
+    """The search space; a request that sets training.learning_rate, and not
+    search_space.learning_rates, trains every trial at that rate (what it asked for)."""
+    space = spec.search_space.to_settings()
+    if "learning_rate" in spec.training.model_fields_set and "learning_rates" not in spec.search_space.model_fields_set:
+        space = replace(space, learning_rates=None)
+    return space
 
 
 # What only a genetic algorithm reads; sent with another strategy they are a misunderstanding.

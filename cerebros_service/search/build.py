@@ -22,7 +22,7 @@ import numpy as np
 
 from ..settings import Task, TrainSettings
 from .metrics import compiled_metrics, head_for
-from .optimizer import make_optimizer
+from .optimizer import make_optimizer, trial_training
 from .space import INPUT, Node, all_nodes, check_architecture, level_sizes, predecessors_of
 
 Weights = dict[str, list[np.ndarray]]  # layer name -> that layer's weights, Keras order
@@ -150,7 +150,7 @@ def build_model(
             model.get_layer(name).set_weights(values)
     if compile:
         model.compile(
-            optimizer=optimizer or make_optimizer(training or TrainSettings()),
+            optimizer=optimizer or make_optimizer(trial_training(training or TrainSettings(), arch)),
             loss=head.loss,
             metrics=compiled_metrics(task) if metrics else None,
         )

@@ -194,7 +194,7 @@ def _classes():
         """
 
         def __init__(self, plan: FusedPlan, task: Task, feature_mean, feature_var,
-                     target_mean: float, target_std: float, seed: int):
+                     target_mean: float, target_std: float, seed: int, rate_scales=None):
             super().__init__(name="fused_population")
             self.plan, self.task = plan, task
             self.target_mean, self.target_std = float(target_mean), float(target_std)
@@ -207,6 +207,10 @@ def _classes():
             self.packs = packs(plan)
             self.packed = [self.add_weight(shape=(pack.size,), initializer="zeros", name=f"{pack.tag}__packed")
                            for pack in self.packs]
+            # Candidates at different learning rates (fused_train.rate_scales): a packed
+            # variable holds weight / scale and ``call`` multiplies it back, so the one
+            # optimizer's step moves each weight by its own candidate's rate.
+            self.rate_scales = None if rate_scales is None else [np.asarray(s, np.float32) for s in rate_scales]
             # Every unit's batch-norm moving statistics in one flat variable too, updated by one
             # assignment a step (per unit, they were a hundred small ops of a 10-candidate step).
             shapes = variable_shapes(plan)
@@ -278,7 +282,9 @@ def _classes():
 
         def _unpacked(self) -> dict:
             arrays = {}
-            for pack, variable in zip(self.packs, self.packed):
+            for index, (pack, variable) in enumerate(zip(self.packs, self.packed)):
+                if self.rate_scales is not None:
+                    variable = variable * ops.cast(self.rate_scales[index], self.compute_dtype)
                 arrays.update(unpack(variable, pack))
             return arrays
 
@@ -344,11 +350,19 @@ def _classes():
             """Every array by name (``variable_shapes``), trainable or not."""
             if self.moving is not None:
                 self.moving.assign(self.moving_pack.pack(arrays))
-            self.set_packed(self.packed, arrays)
+            if self.rate_scales is None:
+                self.set_packed(self.packed, arrays)
+                return
+            for pack, variable, scale in zip(self.packs, self.packed, self.rate_scales):
+                variable.assign(pack.pack(arrays) / scale)
 
         def get_arrays(self) -> dict[str, np.ndarray]:
             arrays = {} if self.moving is None else self.moving_pack.unpack(keras.ops.convert_to_numpy(self.moving))
-            return {**arrays, **self.get_packed(self.packed)}
+            if self.rate_scales is None:
+                return {**arrays, **self.get_packed(self.packed)}
+            for pack, variable, scale in zip(self.packs, self.packed, self.rate_scales):
+                arrays.update(pack.unpack(keras.ops.convert_to_numpy(variable) * scale))
+            return arrays
 
         def get_packed(self, variables) -> dict[str, np.ndarray]:
             """The trainable arrays by name out of ``variables``, one per pack: the model's own
@@ -391,9 +405,11 @@ def _classes():
 
 def make_fused_model(plan: FusedPlan, task: Task, *, feature_mean, feature_var, target_mean: float,
                      target_std: float, training: TrainSettings, seed: int,
-                     jit_compile="auto", steps_per_execution: int = 1):
+                     jit_compile="auto", steps_per_execution: int = 1, rate_scales=None):
+    """``rate_scales``: per pack, each parameter's learning rate over ``training``'s
+    (fused_train.rate_scales); None: all at ``training``'s."""
     population_class, loss_class = _classes()
-    model = population_class(plan, task, feature_mean, feature_var, target_mean, target_std, seed)
+    model = population_class(plan, task, feature_mean, feature_var, target_mean, target_std, seed, rate_scales)
     model.compile(
         optimizer=make_training_optimizer(training),
         loss=loss_class(task),
@@ -403,6 +419,11 @@ def make_fused_model(plan: FusedPlan, task: Task, *, feature_mean, feature_var, 
     # Built now, not inside the first traced step: TensorFlow retraces a function that
     # creates variables, which nearly doubled a chunk's first epoch.
     model.optimizer.build(model.trainable_variables)
+    if rate_scales is not None:
+        # the optimizer's epsilon and decay act on the stored weight / scale (optimizer.py)
+        optimizer = model.optimizer
+        optimizer.rate_scales = {optimizer._get_variable_index(variable): scale
+                                 for variable, scale in zip(model.packed, model.rate_scales)}
     return model
 
 

@@ -1,7 +1,7 @@
 """Training fused chunks: how candidates are grouped, and one chunk's fit from start to records.
 
 Chunks hold candidates with the same epoch budget whose architectures the fused
-layout expresses; they are filled in trial order up to ``max_fused_candidates`` and
+layout expresses (learning rates may differ: see ``rate_scales``); they are filled in trial order up to ``max_fused_candidates`` and
 ``max_fused_params`` (the chunk's *padded* parameters, which bound its memory and
 arithmetic). A candidate that fits nowhere with others is trained on its own.
 """
@@ -16,7 +16,8 @@ from ..settings import Direction, ExecutionSettings, TrainSettings
 from .build import initial_weights
 from .device import compute_precision
 from .fused import make_fused_model, to_probabilities
-from .fused_plan import PaddedSize, from_fused, fusable, make_plan, to_fused, trainable, unit_shapes
+from .fused_plan import PaddedSize, from_fused, fusable, make_plan, packs, to_fused, trainable, unit_shapes
+from .optimizer import trial_training
 from .records import Candidate, TrialRecord
 from .tracking import EpochTracker
 from .train import (StopCheck, TrainingData, describe, epoch_scores, failed_record, finished_record, fit_epochs,
@@ -142,13 +143,17 @@ def _fit_phase(chunk, members, data, training, trackers, progress, execution, da
     keras.backend.clear_session()
     plan = make_plan([c.architecture for c in chunk], data.output_units)
     progress.padded_params = max(progress.padded_params, plan.padded_params())
+    if carried is None:
+        starting = [c.initial_weights or initial_weights(c.architecture, data.output_units, c.seed) for c in chunk]
+    else:
+        starting = carried["weights"]
     model = make_fused_model(
         plan, data.task, feature_mean=data.feature_mean, feature_var=data.feature_var,
         target_mean=data.target_mean, target_std=data.target_std, training=training, seed=chunk[0].seed,
         jit_compile=execution.jit_compile, steps_per_execution=execution.steps_per_execution,
+        rate_scales=rate_scales(plan, chunk, starting, training),
     )
     if carried is None:
-        starting = [c.initial_weights or initial_weights(c.architecture, data.output_units, c.seed) for c in chunk]
         model.set_arrays(to_fused(plan, starting))
     else:
         _restore(model, plan, carried)
@@ -161,6 +166,21 @@ def _fit_phase(chunk, members, data, training, trackers, progress, execution, da
         return None
     still = [position for position, on in enumerate(monitor.active) if on]
     return [members[p] for p in still], _carry(model, plan, still), monitor.last_epoch + 1
+
+
+def rate_scales(plan, chunk: list[Candidate], weights: list[dict], training: TrainSettings) -> list[np.ndarray] | None:
+    """Per pack, each parameter's learning rate over ``training``'s: how one optimizer trains
+    candidates that drew different rates (fused.py stores such a parameter divided by its
+    scale, so Adam's step, which does not depend on the gradient's size, moves the real
+    weight by scale x rate). None when every candidate trains at ``training``'s rate."""
+    rates = [trial_training(training, c.architecture).learning_rate / training.learning_rate for c in chunk]
+    if all(rate == 1.0 for rate in rates):
+        return None
+    filled = [{layer: [np.full(np.shape(a), rate, np.float32) for a in arrays] for layer, arrays in w.items()}
+              for w, rate in zip(weights, rates)]
+    arrays = to_fused(plan, filled, identity=False)
+    # padding belongs to no candidate: 1 keeps it as it is (it is divided by its scale)
+    return [np.where(flat > 0, flat, 1.0).astype(np.float32) for flat in (p.pack(arrays) for p in packs(plan))]
 
 
 def _carry(model, plan, positions: list[int]) -> dict:

@@ -14,8 +14,16 @@ time; on a sequential trial (34 arrays) half its trace (2 cores, TensorFlow 2.21
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 from ..settings import TrainSettings
+
+
+def trial_training(training: TrainSettings, arch: dict) -> TrainSettings:
+    """``training`` with the learning rate ``arch`` drew, when the space searches it
+    (SpaceSettings.learning_rates); else ``training`` itself."""
+    rate = arch.get("learning_rate") if isinstance(arch, dict) else None
+    return training if rate is None else replace(training, learning_rate=float(rate))
 
 
 def make_optimizer(training: TrainSettings):
@@ -57,6 +65,12 @@ def _step_adamw():
     class StepAdamW(keras.optimizers.AdamW):
         """Keras' AdamW update (weight decay first), its scalars computed once a step."""
 
+        # Variable index -> per-element rate factor (fused.py: a variable that holds weight /
+        # scale). Adam's step does not depend on the gradient's size, except through epsilon;
+        # epsilon x scale and decay x scale make the update of the real weight exactly that
+        # of its own rate.
+        rate_scales: dict = {}
+
         def _apply_weight_decay(self, variables):
             pass  # folded into update_step, with the step's learning rate computed once
 
@@ -81,13 +95,17 @@ def _step_adamw():
             index = self._get_variable_index(variable)
             m, v = self._momentums[index], self._velocities[index]
             gradient = ops.cast(gradient, variable.dtype)
+            scale = self.rate_scales.get(index)
             if decay is not None and self._use_weight_decay(variable):
-                self.assign_sub(variable, variable * ops.cast(decay, variable.dtype))
-            if constants is not None and variable.dtype == "float32":  # the kernel's constants are float32
+                step = decay if scale is None else ops.cast(decay, "float32") * scale
+                self.assign_sub(variable, variable * ops.cast(step, variable.dtype))
+            if scale is None and constants is not None and variable.dtype == "float32":
+                # the kernel's constants are float32 scalars
                 apply_adam(var=variable.handle, m=m.handle, v=v.handle, grad=gradient, **constants)
                 return
+            epsilon = self.epsilon if scale is None else ops.cast(self.epsilon * scale, variable.dtype)
             self.assign_add(m, (gradient - m) * (1.0 - self.beta_1))
             self.assign_add(v, (ops.square(gradient) - v) * (1.0 - self.beta_2))
-            self.assign_sub(variable, m * ops.cast(alpha, variable.dtype) / (ops.sqrt(v) + self.epsilon))
+            self.assign_sub(variable, m * ops.cast(alpha, variable.dtype) / (ops.sqrt(v) + epsilon))
 
     return StepAdamW

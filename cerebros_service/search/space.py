@@ -55,6 +55,8 @@ def sample_moiety(space: SpaceSettings, input_dim: int, output_units: int,
             "dropout": float(space.dropout)}
     if space.merging_strategy != "concatenate":
         arch["merging"] = space.merging_strategy
+    if space.learning_rates:
+        arch["learning_rate"] = float(space.learning_rates[int(rng.integers(len(space.learning_rates)))])
     return arch
 
 
@@ -263,6 +265,10 @@ def check_architecture(arch: dict, space: SpaceSettings | None = None) -> None:
     merging = arch.get("merging", "concatenate")
     if merging not in MERGINGS:
         raise ValueError(f"merging must be one of {', '.join(MERGINGS)}, got {merging!r}")
+    if "learning_rate" in arch:
+        rate = arch["learning_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 < rate <= 10.0:
+            raise ValueError(f"learning_rate must be a number in (0, 10], got {rate!r}")
     for index, level in enumerate(levels):
         _check_level(index, level, is_output=index == len(levels) - 1)
     sizes = level_sizes(arch)
@@ -379,6 +385,7 @@ def architecture_summary(arch: dict) -> dict:
         "activations": [[unit["activation"] for unit in level["units"]] for level in arch["levels"]],
         "edges": len(arch["edges"]),
         "laterals": len(arch["laterals"]),
+        **({"learning_rate": arch["learning_rate"]} if "learning_rate" in arch else {}),
     }
 
 

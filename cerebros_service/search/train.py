@@ -28,7 +28,7 @@ from ..data.dataset import Dataset
 from ..settings import Direction, ExecutionSettings, Standing, Task, TrainSettings, outranks
 from .build import build_model, count_params, initial_weights
 from .device import compute_precision, graph_optimizer_off
-from .optimizer import make_training_optimizer
+from .optimizer import make_training_optimizer, trial_training
 from .records import Candidate, TrialRecord, takes_lead
 from .space import check_architecture
 from .scoring import score_population
@@ -315,6 +315,7 @@ def train_one(
     started = time.monotonic()
     tracker = EpochTracker(metric, direction, training.patience, started)
     arch = candidate.architecture
+    training = trial_training(training, arch)
     refusal = _too_large(candidate)
     if refusal is not None:
         return failed_record(candidate, metric, started, tracker, refusal)

@@ -10,7 +10,8 @@ an architecture we already have a value for). Parents are picked by tournament
 A child is a crossover of two parents' levels (probability ``crossover_rate``) or a
 copy of one parent, then mutated: every gene changes with probability
 ``mutation_rate`` (neurons, activation, add/remove a unit or a level, rewire a
-unit), and at least one change is forced when the child would repeat an
+unit; the learning rate, a neighbouring choice, when the space searches it), and
+a crossover child trains at its first parent's rate. At least one change is forced when the child would repeat an
 architecture already tried. ``repair_architecture`` makes every child valid.
 """
 
@@ -98,16 +99,25 @@ def mutate(arch: dict, space: SpaceSettings, rate: float, rng: np.random.Generat
     """
     before = canonical_key(arch)
     child = copy.deepcopy(arch)
-    for op in OPERATORS:
+    operators = operators_for(space)
+    for op in operators:
         if rng.random() < rate:
             op(child, space, rng)
     child = repair_architecture(child, space, rng)
-    for _ in range(MAX_RETRIES * len(OPERATORS)):
+    for _ in range(MAX_RETRIES * len(operators)):
         if not force or canonical_key(child) != before:
             break
-        OPERATORS[int(rng.integers(len(OPERATORS)))](child, space, rng)
+        operators[int(rng.integers(len(operators)))](child, space, rng)
         child = repair_architecture(child, space, rng)
     return child
+
+
+def operators_for(space: SpaceSettings) -> tuple:
+    """OPERATORS, and the learning-rate step when the space searches more than one rate
+    (kept out otherwise, so a space without it mutates exactly as before)."""
+    if space.learning_rates and len(set(space.learning_rates)) > 1:
+        return OPERATORS + (_change_learning_rate,)
+    return OPERATORS
 
 
 def crossover(first: dict, second: dict, space: SpaceSettings, rng: np.random.Generator) -> dict:
@@ -209,6 +219,18 @@ def _change_activation(arch: dict, space: SpaceSettings, rng: np.random.Generato
     others = [a for a in space.activations if a != spec["activation"]]
     spec["activation"] = others[int(rng.integers(len(others)))]
     return True
+
+
+def _change_learning_rate(arch: dict, space: SpaceSettings, rng: np.random.Generator) -> bool:
+    """A neighbouring rate of the space's choices (sorted), as neurons step: locally."""
+    choices = sorted(set(space.learning_rates or ()))
+    if len(choices) < 2:
+        return False
+    current = arch.get("learning_rate", choices[0])
+    here = min(range(len(choices)), key=lambda i: abs(np.log(choices[i]) - np.log(current)))
+    step = int(rng.choice([-1, 1]))
+    arch["learning_rate"] = float(choices[min(max(here + step, 0), len(choices) - 1)])
+    return arch["learning_rate"] != current
 
 
 def _add_unit(arch: dict, space: SpaceSettings, rng: np.random.Generator) -> bool:
