@@ -42,6 +42,7 @@ def confined_run_path(root: str | os.PathLike, name: str) -> Path:
 
 ARTIFACT_NAMES = ("best_model.keras", "best_architecture.json", "trials.jsonl",
                   "population_history.json", "run.json",
+                  "best_single_model.keras",  # the single best, when an ensemble is delivered
                   "refit_model.keras")  # only with spec.evaluation.refit (run.py)
 
 

@@ -106,13 +106,21 @@ def sample_rows(model, n_rows: int, seed: int = 0) -> np.ndarray:
     """Rows like the training data: its mean plus Gaussian spread of its standard deviation."""
     width = int(model.inputs[0].shape[-1])
     mean, variance = np.zeros(width), np.ones(width)
-    for layer in model.layers:
-        if layer.__class__.__name__ == "Normalization":
-            mean = np.asarray(layer.mean, dtype=np.float64).reshape(-1)
-            variance = np.asarray(layer.variance, dtype=np.float64).reshape(-1)
-            break
+    normalization = next((layer for layer in _all_layers(model)
+                          if layer.__class__.__name__ == "Normalization"), None)
+    if normalization is not None:
+        mean = np.asarray(normalization.mean, dtype=np.float64).reshape(-1)
+        variance = np.asarray(normalization.variance, dtype=np.float64).reshape(-1)
     noise = np.random.default_rng(seed).normal(size=(n_rows, width))
     return (mean + noise * np.sqrt(np.maximum(variance, 0.0))).astype(np.float32)
+
+
+def _all_layers(model):
+    """Every layer, depth first, inside nested models too (an ensemble nests its members)."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
 
 
 def _version(package: str) -> str | None:

@@ -24,6 +24,7 @@ from .artifacts import RunDirectory
 from .data.dataset import Dataset
 from .data.splits import SearchSplits, align_test_set, search_splits
 from .errors import InputError, SearchFailed
+from .search import ensemble as ensembles
 from .search.device import configure_device, keras_backend
 from .search.metrics import output_units
 from .search.records import Candidate, SearchOutcome, TrialRecord, takes_lead
@@ -38,7 +39,8 @@ if TYPE_CHECKING:  # for the annotation; plan_evaluation imports it where it is 
 log = logging.getLogger(__name__)
 
 MODELS_DIR = ".models"  # per-trial saves inside the run directory, removed at the end
-BEST_MODEL = "best_model.keras"
+BEST_MODEL = "best_model.keras"  # the delivered model: the ensemble, or the single best without one
+SINGLE_BEST_MODEL = "best_single_model.keras"  # the single best trial, when an ensemble is delivered
 REFIT_MODEL = "refit_model.keras"
 
 
@@ -80,7 +82,10 @@ def run_search(
     started_at = datetime.now(timezone.utc).isoformat()
     if deadline is None and settings.max_time_seconds is not None:
         deadline = started + settings.max_time_seconds
-    stop = StopCheck(deadline=deadline, should_stop=should_stop)
+    # The ensemble is chosen and saved inside the budget: training stops early enough for it.
+    capacity = ensembles.pool_capacity(settings.ensemble)
+    search_deadline = None if deadline is None else deadline - ensemble_reserve_s(capacity, deadline - started)
+    stop = StopCheck(deadline=search_deadline, should_stop=should_stop)
     try:
         metric, direction = resolve_metric(settings.objective, dataset.task)
     except ValueError as exc:
@@ -103,13 +108,14 @@ def run_search(
     if resume and run_dir is not None:
         previous = {r.trial: r for r in resuming.previous_trials(run_dir, settings)}
 
-    state = _State(direction)
+    state = _State(direction, ensembles.MemberPool(capacity, direction))
     report = _RunReport(dataset, settings, run_info, device, metric, direction, state, started_at, started,
                         splits, held_out)
     if run_dir is not None:
         run_dir.write_json("run.json", report.as_dict("running", None))
 
     def record_trial(record: TrialRecord) -> None:
+        state.pool.offer(record)
         if record.status == "completed" and record.weights is not None:
             state.generation_weights[record.trial] = record.weights  # what a next rung continues from
             if strategy.continues_trials and run_dir is not None:
@@ -140,9 +146,10 @@ def run_search(
                 state.generation_weights[record.trial] = weights
         state.trials.append(record)
 
-    # Weights come back when a strategy continues trials, or when no run folder keeps the
-    # best model for the held-out test (a distributed trainer ships them only then).
-    keep_weights = strategy.continues_trials or run_dir is None
+    # Weights come back when a strategy continues trials, when the ensemble is built from
+    # them, or when no run folder keeps the best model for the held-out test (a
+    # distributed trainer ships them only then).
+    keep_weights = strategy.continues_trials or capacity > 0 or run_dir is None
     stopped_because = "max_trials"
     try:
         generation = 0
@@ -195,6 +202,9 @@ def run_search(
             best, state, dataset=dataset, data=data, splits=splits, held_out=held_out, settings=settings,
             training=training, cancelled=stopped_because == "cancelled",
             refit_path=None if run_dir is None else str(run_dir.file(REFIT_MODEL)))
+        if capacity > 0:
+            best = deliver_ensemble(best, state, data=data, held_out=held_out, settings=settings,
+                                    cancelled=stopped_because == "cancelled", run_dir=run_dir)
     duration = time.monotonic() - started
     trials = tuple(replace(t, model_path=best.model_path) if best is not None and t.trial == best.trial else t
                    for t in state.trials)
@@ -219,13 +229,17 @@ def run_search(
         trials=trials, best=next(t for t in trials if t.trial == best.trial), metric=metric,
         direction=direction, population_history=tuple(state.history), stopped_because=stopped_because,
         duration_s=duration, artifacts={} if run_dir is None else run_dir.paths(), device=device,
-        test_metric=state.evaluation.get("test_metric"), evaluation=state.evaluation,
+        test_metric=state.delivered_test_metric(), evaluation=state.evaluation,
+        ensemble=state.ensemble, ensemble_pool=state.ensemble_pool,
     )
 
 
 class _State:
-    def __init__(self, direction: Direction):
+    def __init__(self, direction: Direction, pool: ensembles.MemberPool):
         self.direction = direction
+        self.pool = pool  # the best trials' weights, for the ensemble
+        self.ensemble: dict | None = None  # what the delivered ensemble is and how it scores
+        self.ensemble_pool: ensembles.PoolPredictions | None = None
         self.best: TrialRecord | None = None
         self.best_weights: dict | None = None  # the best trial's best-epoch weights
         self.trials: list[TrialRecord] = []
@@ -235,6 +249,15 @@ class _State:
         self.generation_weights: dict[int, dict] = {}
         self.parent_weights: dict[int, dict] = {}
         self.evaluation: dict = {}
+
+    def delivered(self) -> str:
+        """Which model best_model.keras holds: "ensemble" or "single_best"."""
+        return "ensemble" if self.ensemble is not None and self.ensemble.get("members") else "single_best"
+
+    def delivered_test_metric(self) -> float | None:
+        if self.delivered() == "ensemble":
+            return self.ensemble.get("test_metric")
+        return self.evaluation.get("test_metric")
 
     def candidate(self, trial: int, generation: int, proposal, search_seed: int) -> Candidate:
         weights = None
@@ -354,6 +377,68 @@ def _refit(best: TrialRecord, lineage: list[TrialRecord], epochs: int, *, datase
     return refit
 
 
+ENSEMBLE_RESERVE_FIXED_S = 1.5  # building, selecting and saving the ensemble: a fixed part...
+ENSEMBLE_RESERVE_PER_MEMBER_S = 0.2  # ...and a part per pooled trial (2-core CPU, TensorFlow)
+ENSEMBLE_RESERVE_MAX_SHARE = 0.2  # never more than this share of the time budget
+
+
+def ensemble_reserve_s(capacity: int, budget_s: float) -> float:
+    """Seconds kept back from training for the ensemble, so that it fits the time budget."""
+    if capacity <= 0:
+        return 0.0
+    wanted = ENSEMBLE_RESERVE_FIXED_S + ENSEMBLE_RESERVE_PER_MEMBER_S * capacity
+    return min(wanted, ENSEMBLE_RESERVE_MAX_SHARE * max(budget_s, 0.0))
+
+
+def deliver_ensemble(best: TrialRecord, state: _State, *, data: TrainingData, held_out,
+                     settings: SearchSettings, cancelled: bool, run_dir: RunDirectory | None) -> TrialRecord:
+    """Choose the ensemble on the validation rows, score it on the test rows, and save it as
+    best_model.keras (the single best moves to best_single_model.keras). Returns the best
+    trial's record with its model's new path. A failure here never loses the search: the
+    single best stays the delivered model and ``ensemble.error`` says why."""
+    from .search import evaluate
+
+    options = settings.ensemble
+    name = best.metric.removeprefix("val_")
+    info: dict = {"method": options.method, "size": options.size, "pool": len(state.pool), "members": [],
+                  "validation": None, "test": None, "validation_metric": None, "test_metric": None,
+                  "single_best": {"trial": best.trial, "validation_metric": best.value,
+                                  "test_metric": state.evaluation.get("test_metric")}}
+    state.ensemble = info
+    if cancelled:
+        info["skipped"] = "the search was cancelled: the single best is delivered"
+        return best
+    if not len(state.pool):
+        info["skipped"] = "no trial of this run kept its weights (a resumed run keeps none of the earlier ones)"
+        return best
+    started = time.monotonic()
+    try:
+        built = ensembles.build_ensemble(state.pool.records, data, None if held_out is None else held_out.x,
+                                         options)
+        if built is None:
+            info["skipped"] = "no pooled trial gave finite validation predictions"
+            return best
+        info["members"] = [m.as_dict() for m in built.members]
+        info["validation"] = evaluate.report(data, data.y_val, built.validation_outputs)
+        info["validation_metric"] = info["validation"].get(name)
+        if held_out is not None:
+            info["test"] = evaluate.report(data, held_out.y, built.test_outputs)
+            info["test_metric"] = info["test"].get(name)
+        state.ensemble_pool = built.pool
+        if run_dir is not None:
+            tmp = str(run_dir.file("best_ensemble.keras"))
+            ensembles.save_ensemble(built.model, tmp)
+            if run_dir.file(BEST_MODEL).exists():
+                os.replace(run_dir.file(BEST_MODEL), run_dir.file(SINGLE_BEST_MODEL))
+                best = replace(best, model_path=str(run_dir.file(SINGLE_BEST_MODEL)))
+            os.replace(tmp, run_dir.file(BEST_MODEL))
+    except Exception as exc:  # the search's result stands without its ensemble
+        log.exception("building the ensemble failed; the single best is delivered")
+        info.update(members=[], error=f"{type(exc).__name__}: {exc}")
+    info["duration_s"] = time.monotonic() - started
+    return best
+
+
 def trial_seed(search_seed: int, trial: int) -> int:
     """A seed per trial that depends on the search seed and the trial index only."""
     return int(np.random.SeedSequence([int(search_seed), int(trial)]).generate_state(1)[0] % (2**31 - 1))
@@ -429,9 +514,11 @@ class _RunReport:
             "direction": self.direction,
             "best_trial": None if state.best is None else state.best.trial,
             "best_value": None if state.best is None else state.best.value,
+            "delivered_model": state.delivered(),
             "population_size": self.settings.generation_size,
-            # Held-out scores of the winner (validation values rank; these never do).
-            "test_metric": state.evaluation.get("test_metric"),
+            # Held-out score of the delivered model (validation values rank; these never do).
+            "test_metric": state.delivered_test_metric(),
+            "ensemble": state.ensemble,
             "evaluation": state.evaluation or {
                 **self.splits.describe(), "test_source": None if self.held_out is None else self.held_out.source,
                 "test_rows": 0 if self.held_out is None else self.held_out.rows},

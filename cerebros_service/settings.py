@@ -237,6 +237,21 @@ class EvaluationSettings:
 
 
 @dataclass(frozen=True)
+class EnsembleSettings:
+    """The delivered model: a weighted average of the best trials (search/ensemble.py;
+    docs/search.md, "The delivered model").
+
+    ``method``: "average" (the best ``size`` trials by validation, equal weights) or
+    "greedy" (selection with replacement on the validation loss, ``size`` picks).
+    ``enabled=False`` delivers the single best trial, as ``best_model.keras``.
+    """
+
+    enabled: bool = True
+    size: int = 20
+    method: Literal["average", "greedy"] = "average"
+
+
+@dataclass(frozen=True)
 class HalvingSettings:
     """Successive halving (strategies/halving.py): rungs of growing epoch budgets.
 
@@ -289,6 +304,7 @@ class SearchSettings:
     training: TrainSettings = field(default_factory=TrainSettings)
     execution: ExecutionSettings = field(default_factory=ExecutionSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    ensemble: EnsembleSettings = field(default_factory=EnsembleSettings)
     halving: HalvingSettings = field(default_factory=HalvingSettings)
 
     @property

@@ -248,9 +248,13 @@ def success_result(outcome, *, run_id: str, metadata: dict) -> dict:
         "best_model": dict(architecture),
         "best_architecture": architecture,
         "best_metric": best_metric,
-        # The best model on rows the search never saw (None without a test split), and the
-        # whole evaluation: splits, validation and test reports with per-class metrics, refit.
+        # The delivered model (best_model.keras) on rows the search never saw (None without
+        # a test split); the single best's whole evaluation: splits, validation and test
+        # reports with per-class metrics, refit; the ensemble's members and scores.
         "test_metric": getattr(outcome, "test_metric", None),
+        "delivered_model": "ensemble" if (getattr(outcome, "ensemble", None) or {}).get("members")
+                           else "single_best",
+        "ensemble": getattr(outcome, "ensemble", None),
         "evaluation": getattr(outcome, "evaluation", None) or None,
         "metric": outcome.metric,
         "direction": outcome.direction,

@@ -36,7 +36,7 @@ from pydantic_core import PydanticCustomError
 from ..data.dataset import TaskRequest
 from .. import operator_config
 from ..errors import ErrorDetail, InputError
-from ..settings import (KNOWN_ACTIVATIONS, EvaluationSettings, ExecutionSettings, HalvingSettings, SearchSettings,
+from ..settings import (KNOWN_ACTIVATIONS, EnsembleSettings, EvaluationSettings, ExecutionSettings, HalvingSettings, SearchSettings,
                         SpaceSettings, TrainSettings, bracket_trials, derived_population_size, resolve_metric,
                         rung_epochs)
 from .errors_text import describe_errors, short_repr, summary_sentence
@@ -621,6 +621,22 @@ class AfterRunOpts(_Strict):
     timeout_s: float = Field(300.0, gt=0, le=3600)  # per step
 
 
+class EnsembleOpts(_Strict):
+    """The delivered model (settings.EnsembleSettings; docs/search.md, "The delivered model")."""
+
+    enabled: bool = EnsembleSettings.enabled
+    size: int = Field(EnsembleSettings.size, ge=1, le=100)
+    method: Literal["average", "greedy"] = EnsembleSettings.method
+
+    def to_settings(self) -> EnsembleSettings:
+        return EnsembleSettings(**self.model_dump())
+
+
+def _ensemble(value: Any) -> Any:
+    # The short forms: false (deliver the single best) or true (the defaults).
+    return {"enabled": value} if isinstance(value, bool) else value
+
+
 class Opts(_Strict):
     run_id: Annotated[str, AfterValidator(_check_run_id)] = Field(default_factory=new_run_id)
     seed: int = Field(0, ge=0, le=2**32 - 1)
@@ -640,6 +656,8 @@ class Opts(_Strict):
     tracking: TrackingOpts = TrackingOpts()
     after_run: AfterRunOpts = AfterRunOpts()
     execution: Annotated[ExecutionOpts, BeforeValidator(_execution)] = Field(default_factory=ExecutionOpts)
+    # The delivered model: an ensemble of the best trials, or false for the single best.
+    ensemble: Annotated[EnsembleOpts, BeforeValidator(_ensemble)] = Field(default_factory=EnsembleOpts)
     # None: the entry point decides (run_nas: local; jobs.submit: process).
     executor: ExecutorOpts | None = None
     # A Pythonx PID to send progress events to, and/or a Python callable; neither is data
@@ -714,6 +732,7 @@ def build_settings(spec: Spec, opts: Opts, objective_key: str) -> SearchSettings
         training=spec.training.to_settings(),
         execution=opts.execution.to_settings(),
         evaluation=spec.evaluation.to_settings(),
+        ensemble=opts.ensemble.to_settings(),
         halving=halving,
     )
 

@@ -95,6 +95,12 @@ class SearchOutcome:
     # (run.py's evaluate_winner: splits, validation and test reports, refit).
     test_metric: float | None = None
     evaluation: dict = field(default_factory=dict)
+    # The delivered ensemble (run.py's deliver_ensemble: members and weights, validation and
+    # test reports); None when it is off. ``test_metric`` is then the single best's.
+    ensemble: dict | None = None
+    # The pooled trials' validation and test outputs (search/ensemble.PoolPredictions), for
+    # comparing selection methods on one search; never serialized.
+    ensemble_pool: object | None = field(default=None, compare=False, repr=False)
 
     @property
     def completed_trials(self) -> int:
