@@ -29,6 +29,7 @@ PLOT_FILES = {
     "generations": "generations.png",
     "architecture": "architecture.png",
     "learning_curves": "learning_curves.png",
+    "ensemble": "ensemble.png",  # only for a run that delivered an ensemble
 }
 INSTALL_HINT = "install the extra: pip install 'cerebros-service[plots]'"
 
@@ -57,7 +58,7 @@ def write_report(run_dir: Path) -> dict:
 
 def _draw_all(data, folder: Path, notes: list[str]) -> dict[str, Path]:
     from .architecture_plot import plot_architecture
-    from .plots import plot_generations, plot_learning_curves, plot_trials
+    from .plots import plot_ensemble, plot_generations, plot_learning_curves, plot_trials
 
     folder.mkdir(exist_ok=True)
     output_label = {"binary": "sigmoid", "multiclass": "softmax", "regression": "linear"}.get(
@@ -69,6 +70,8 @@ def _draw_all(data, folder: Path, notes: list[str]) -> dict[str, Path]:
         "architecture": lambda path: plot_architecture(data.best, path, output_label=output_label),
         "learning_curves": lambda path: plot_learning_curves(data, path),
     }
+    if data.delivered_model == "ensemble":  # a single best (or an older run) has no members to draw
+        drawers["ensemble"] = lambda path: plot_ensemble(data, path)
     drawn = {}
     for name, draw in drawers.items():
         try:

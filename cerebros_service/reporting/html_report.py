@@ -41,6 +41,8 @@ def render_report(data: RunData, plots: dict[str, Path], notes: list[str]) -> st
              "by cerebros-service</p>",
              "<h2>Summary</h2>", _facts(data)]
     parts += [f"<p class='note'>{_e(note)}</p>" for note in notes]
+    parts += ["<h2>Delivered model</h2>", _delivered_text(data), _bought_table(data),
+              _image(plots.get("ensemble"), "ensemble member weights"), _members_table(data)]
     parts += ["<h2>Best architecture</h2>", _image(plots.get("architecture"), "the best architecture"),
               _best_text(data)]
     parts += ["<h2>Trials</h2>", _image(plots.get("trials_by_index"), "metric per trial"),
@@ -104,6 +106,8 @@ def _facts(data: RunData) -> str:
         ("strategy", (run.get("settings") or {}).get("strategy")),
         ("ranking metric", f"{data.metric} ({'higher' if data.direction == 'max' else 'lower'} is better)"),
         ("best value", _number(run.get("best_value", (data.best or {}).get("value")))),
+        ("delivered model", _delivered_fact(data)),
+        # run.json's test_metric is the delivered model's (the ensemble's when there is one)
         ("test metric", _number(test) if test is not None else None),
         ("trials", f"{len(data.completed)} completed, {len(data.trials) - len(data.completed)} failed"),
         ("stopped because", run.get("stopped_because")),
@@ -124,6 +128,85 @@ def _onnx_text(onnx: dict) -> str | None:
         return (f"best_model.onnx (input {onnx.get('input')!r}, output {onnx.get('output')!r}; matches Keras "
                 f"to {_number(onnx.get('max_abs_diff'), 2)} on {onnx.get('verified_rows')} rows)")
     return f"{onnx.get('status')}: {onnx.get('reason')}"
+
+
+def _delivered_fact(data: RunData) -> str:
+    members = (data.ensemble or {}).get("members") or []
+    if data.delivered_model == "ensemble":
+        return f"ensemble of {len(members)} trial{'' if len(members) == 1 else 's'} ({(data.ensemble or {}).get('method')})"
+    best = (data.best or {}).get("trial", data.run.get("best_trial"))
+    return f"single best (trial {best})" if best is not None else "single best"
+
+
+def _delivered_text(data: RunData) -> str:
+    ensemble = data.ensemble or {}
+    if data.delivered_model == "ensemble":
+        members = ensemble.get("members") or []
+        single = (ensemble.get("single_best") or {}).get("trial")
+        method = ("equal weights on the best trials by validation" if ensemble.get("method") == "average"
+                  else "greedy selection with replacement on the validation loss")
+        return (f"<p><code>best_model.keras</code> is an ensemble of {len(members)} trials: a weighted average "
+                f"of their outputs ({_e(method)}), picked from the {_e(ensemble.get('pool'))} best trials "
+                f"(size asked: {_e(ensemble.get('size'))}). The single best, trial {_e(single)}, is "
+                "<code>best_single_model.keras</code>.</p>")
+    best = (data.best or {}).get("trial", data.run.get("best_trial"))
+    text = f"<p><code>best_model.keras</code> is the single best trial ({_e('trial ' + str(best))}).</p>"
+    # why no ensemble was delivered when one was asked for (a cancelled search, an error)
+    why = ensemble.get("skipped") or ensemble.get("error")
+    if why:
+        text += f"<p class='note'>No ensemble: {_e(why)}.</p>"
+    return text
+
+
+def _optimism(validation, test, direction: str):
+    """How much better the validation value looked than the test value (positive: overstated)."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in (validation, test)):
+        return None
+    return validation - test if direction == "max" else test - validation
+
+
+def _bought_table(data: RunData) -> str:
+    """What the ensemble bought: its validation and test value against the single best's."""
+    ensemble = data.ensemble or {}
+    if data.delivered_model != "ensemble":
+        return ""
+    single = ensemble.get("single_best") or {}
+    single_test = single.get("test_metric", (data.run.get("evaluation") or {}).get("test_metric"))
+    name = data.metric.removeprefix("val_")
+    sign = "validation − test" if data.direction == "max" else "test − validation"
+    rows = [("ensemble (delivered)", ensemble.get("validation_metric"), ensemble.get("test_metric")),
+            (f"single best (trial {single.get('trial')})", single.get("validation_metric"), single_test)]
+    body = "".join(
+        f"<tr><td>{_e(label)}</td><td class='num'>{_number(val)}</td><td class='num'>{_number(test)}</td>"
+        f"<td class='num'>{_number(_optimism(val, test, data.direction))}</td></tr>" for label, val, test in rows)
+    if ensemble.get("test_metric") is None:
+        note = ("No test rows were held out (spec.evaluation.test_split, test_dataset), so there is no test "
+                "value and no optimism to show.")
+    else:
+        note = ("Optimism: how much better a model looked on the validation rows that chose it than on the "
+                "test rows nothing was chosen by.")
+    return (f"<table><tr><th>model</th><th>validation {_e(name)}</th><th>test {_e(name)}</th>"
+            f"<th>optimism ({_e(sign)})</th></tr>{body}</table><p class='note'>{_e(note)}</p>")
+
+
+def _members_table(data: RunData) -> str:
+    members = data.ensemble_members()
+    if not members:
+        return ""
+    single = ((data.ensemble or {}).get("single_best") or {}).get("trial")
+    rows = []
+    for member in members:
+        record = member["record"] or {}
+        hidden = ((record.get("architecture") or {}).get("levels") or [])[:-1]
+        neurons = " · ".join(",".join(str(u.get("neurons")) for u in level.get("units", [])) for level in hidden)
+        css = " class='best'" if member["trial"] == single else ""
+        rows.append(f"<tr{css}><td class='num'>{_e(member['trial'])}</td><td class='num'>{_number(member['weight'])}</td>"
+                    f"<td class='num'>{_number(record.get('value'))}</td>"
+                    f"<td class='num'>{len(hidden) if record else '—'}</td><td>{_e(neurons or '—')}</td>"
+                    f"<td class='num'>{_number(record.get('params'))}</td></tr>")
+    return (f"<table class='members'><tr><th>trial</th><th>weight</th><th>{_e(data.metric)}</th>"
+            f"<th>hidden levels</th><th>neurons per level</th><th>parameters</th></tr>{''.join(rows)}</table>")
 
 
 def _best_text(data: RunData) -> str:

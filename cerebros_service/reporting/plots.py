@@ -166,3 +166,41 @@ def plot_learning_curves(data: RunData, path: Path, top: int = 5) -> Path:
 def _gaps(values: list) -> list[float]:
     """None (a non-finite value) as NaN, which matplotlib leaves as a gap in the line."""
     return [math.nan if v is None else v for v in values]
+
+
+def plot_ensemble(data: RunData, path: Path) -> Path:
+    """The delivered ensemble's members as horizontal bars of their weights, heaviest on top.
+
+    Each bar is labelled with the trial and its own validation value, so a reader sees
+    whether the weight went to the best trials; the single best trial's bar is drawn in
+    the colour the other plots give the best.
+    """
+    members = data.ensemble_members()
+    # a bar per member; never shorter than the other plots (the report's images line up)
+    figure, (ax,) = new_figure(7.5, max(3.0, 1.4 + 0.28 * len(members)))
+    if not members:
+        _no_data(ax, "no ensemble was delivered")
+    else:
+        single_best = ((data.ensemble or {}).get("single_best") or {}).get("trial")
+        labels = []
+        for member in members:
+            value = (member["record"] or {}).get("value")
+            labels.append(f"trial {member['trial']}" + (f" ({value:#.4g})" if isinstance(value, (int, float))
+                                                         and math.isfinite(value) else ""))
+        weights = [float(m["weight"]) if isinstance(m["weight"], (int, float)) else 0.0 for m in members]
+        positions = list(range(len(members)))
+        colors = [BEST if m["trial"] == single_best else PALETTE[0] for m in members]
+        ax.barh(positions, weights, color=colors, height=0.7, zorder=3)
+        for y, weight in zip(positions, weights):
+            ax.annotate(f"{weight:.3g}", (weight, y), textcoords="offset points", xytext=(4, 0),
+                        va="center", fontsize=8, color=INK)
+        ax.set_yticks(positions, labels)
+        ax.invert_yaxis()  # heaviest first, read from the top
+        ax.set_xlim(0, max(weights) * 1.15 if max(weights) > 0 else 1.0)
+        ax.grid(False, axis="y")
+    ensemble = data.ensemble or {}
+    ax.set_xlabel("weight in the ensemble (weights sum to 1)", color=INK)
+    ax.set_title(f"Ensemble members ({ensemble.get('method', '?')}; "
+                 f"label: trial ({data.metric}); orange: the single best) — {data.run_id}",
+                 color=INK, fontsize=10, loc="left")
+    return save(figure, path)

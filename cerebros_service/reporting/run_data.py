@@ -59,6 +59,35 @@ class RunData:
     def times_are_wall_clock(self) -> bool:
         return any(e.get("type") == "trial" for e in self.events)
 
+    @property
+    def ensemble(self) -> dict | None:
+        """run.json's ``ensemble`` (None for a run with the ensemble off, or one made before it existed)."""
+        value = self.run.get("ensemble")
+        return value if isinstance(value, dict) else None
+
+    @property
+    def delivered_model(self) -> str:
+        """What best_model.keras holds: "ensemble" or "single_best".
+
+        A run.json without ``delivered_model`` comes from before ensembles: its
+        best_model.keras is the single best. Members decide when the key is missing
+        but an ensemble is recorded, as they do in run.py."""
+        recorded = self.run.get("delivered_model")
+        if recorded in ("ensemble", "single_best"):
+            return recorded
+        return "ensemble" if (self.ensemble or {}).get("members") else "single_best"
+
+    def ensemble_members(self) -> list[dict]:
+        """The delivered ensemble's members, each ``{"trial", "weight", "record"}`` with the
+        trial's trials.jsonl record (None when the file lacks it), heaviest first."""
+        if self.delivered_model != "ensemble":
+            return []
+        by_trial = {t.get("trial"): t for t in self.trials}
+        members = [{"trial": m.get("trial"), "weight": m.get("weight"), "record": by_trial.get(m.get("trial"))}
+                   for m in (self.ensemble or {}).get("members") or [] if isinstance(m, dict)]
+        # sorted() is stable: equal weights (the "average" method) keep run.json's order, best-ranked first
+        return sorted(members, key=lambda m: -m["weight"] if _finite(m["weight"]) else 0.0)
+
 
 def load_run_data(run_dir: Path) -> RunData:
     return RunData(
