@@ -25,6 +25,23 @@ another's imports, traced graphs or memory.
     .venv/bin/python benchmarks/strategy_quality.py --json results.json --peers
     .venv/bin/python benchmarks/strategy_quality.py --report seeds0-2.json seeds3-4.json  # one table
 
+Every search of ours also delivers ENSEMBLES of its best trials (search/ensemble.py).
+Each ensemble method is scored from the same search, so the comparison with that
+search's single best (the row named after the strategy alone) is exactly paired:
+``random+avg20`` is the average of the 20 best trials by validation, ``random+greedy20``
+greedy selection on the validation loss with 20 picks, and so on for ``ENSEMBLES``. The
+search keeps the weights of its ``POOL`` best trials for them. ``--hgb`` adds
+scikit-learn's HistGradientBoosting (defaults, early stopping on our validation rows),
+what a tabular user would pick instead of any network search.
+
+Beside each system's mean test metric the table prints its mean validation metric and
+its OPTIMISM, how much better validation said it was than the test found (validation
+minus test for accuracy; test minus validation for RMSE): the winner's curse of
+picking among many candidates on one validation split.
+
+    .venv/bin/python benchmarks/strategy_quality.py --strategies random --peers --hgb --budget-s 40 \
+        --seeds 0 1 --peer-trials 10 --json ensemble-seeds0-1.json   # issue 34's protocol, in pieces
+
 ``--report`` runs nothing: it pools the rows of earlier ``--json`` files (which must
 share training, space, budget and refit) and prints the table a run of all of them
 would have. Under the table, each system is compared with random seed by seed.
@@ -49,8 +66,10 @@ from cerebros_service.data.builtin import load_builtin
 from cerebros_service.data.splits import search_splits
 from cerebros_service.run import run_search
 from cerebros_service.search.device import configure_device
-from cerebros_service.settings import (EvaluationSettings, SearchSettings, SpaceSettings, TrainSettings,
-                                       resolve_metric)
+from cerebros_service.search.ensemble import combine, select_members
+from cerebros_service.search.scoring import score
+from cerebros_service.settings import (EnsembleSettings, EvaluationSettings, SearchSettings, SpaceSettings,
+                                       TrainSettings, resolve_metric)
 
 DATASETS = ("digits", "breast_cancer", "wine", "diabetes")
 STRATEGIES = ("random", "evolution", "halving")
@@ -61,6 +80,10 @@ TEST_SPLIT = 0.2
 MAX_TRIALS = 100_000  # out of reach: the clock is the budget
 PEER_TRIALS = 30  # KerasTuner's trial cap (about our trials at the full budget on a 2-core CPU)
 HERE = Path(__file__).resolve().parent
+# Ensemble methods scored on every search of ours: (method, size); POOL trials are kept for them.
+ENSEMBLES = (("average", 5), ("average", 10), ("average", 20), ("average", 30), ("greedy", 20))
+POOL = max(size for _, size in ENSEMBLES)
+DEFAULT_ENSEMBLE = f"{'avg' if EnsembleSettings.method == 'average' else 'greedy'}{EnsembleSettings.size}"
 
 
 def main() -> None:
@@ -73,7 +96,7 @@ def main() -> None:
         return
     training = _training(args)
     space = _space(args.space)
-    systems = list(args.strategies) + (["kerastuner"] if args.peers else [])
+    systems = list(args.strategies) + (["kerastuner"] if args.peers else []) + (["hgb"] if args.hgb else [])
     rows = []
     for name in args.datasets:
         for seed in args.seeds:
@@ -83,8 +106,9 @@ def main() -> None:
                            "population": args.population, "device": args.device, "peer_trials": args.peer_trials,
                            "refit": args.refit}
                 row = spawn(request, timeout=max(600.0, 6 * args.budget_s))
-                rows.extend(_with_refit(row))
-                print(_line(row), flush=True)
+                for each in _with_ensembles(_with_refit(row)):
+                    rows.append(each)
+                    print(_line(each), flush=True)
     record = _record(rows, args, training, space)
     print()
     print(_report(rows, args.datasets, _header(args.seeds, args.budget_s, record["training"], args.refit,
@@ -98,7 +122,7 @@ def _record(rows: list[dict], args, training: TrainSettings, space: SpaceSetting
     """A run as ``--json`` writes it: its rows and all ``--report`` needs to head and pool them."""
     return {"rows": rows, "machine": machine(), "training": asdict(training), "space": _plain(asdict(space)),
             "budget_s": args.budget_s, "refit": args.refit, "strategies": list(args.strategies),
-            "peers": args.peers, "datasets": list(args.datasets), "seeds": list(args.seeds),
+            "peers": args.peers, "hgb": args.hgb, "datasets": list(args.datasets), "seeds": list(args.seeds),
             "population": args.population, "peer_trials": args.peer_trials}
 
 
@@ -133,16 +157,21 @@ def run_one(request: dict) -> dict:
     started = time.monotonic()
     if system == "kerastuner":
         row.update(kerastuner_test_metric(dataset, seed, budget_s, training, request["peer_trials"]))
+    elif system == "hgb":
+        row.update(hgb_test_metric(dataset, seed, training, row["metric"]))
     else:
         evaluation = EvaluationSettings(test_split=TEST_SPLIT, refit=request["refit"])
         settings = SearchSettings(strategy=system, seed=seed, max_trials=MAX_TRIALS,
                                   population_size=request["population"], max_time_seconds=budget_s,
-                                  training=training, space=space, evaluation=evaluation)
+                                  training=training, space=space, evaluation=evaluation,
+                                  ensemble=EnsembleSettings(size=POOL, method="average"))
         outcome = run_search(dataset, settings)
+        single_test = outcome.evaluation.get("test_metric")  # the single best's (refit's with --refit)
         if request["refit"]:  # the same winner, scored before and after its refit
             before = (outcome.evaluation.get("test") or {}).get(row["metric"])
-            row.update(refit_test=outcome.test_metric, test_before_refit=before)
-        row.update(test=outcome.test_metric, validation=outcome.best.value, trials=len(outcome.trials),
+            row.update(refit_test=single_test, test_before_refit=before)
+        row["ensembles"] = ensemble_scores(outcome.ensemble_pool, row["metric"])
+        row.update(test=single_test, validation=outcome.best.value, trials=len(outcome.trials),
                    epochs=sum(t.epochs_run for t in outcome.trials), population=settings.generation_size,
                    best_trial=outcome.best.trial, best_params=outcome.best.params,
                    generations=len(outcome.population_history),
@@ -152,6 +181,54 @@ def run_one(request: dict) -> dict:
                    stopped_by_patience=sum(t.stop_reason == "patience" for t in outcome.trials) / len(outcome.trials))
     row["wall_s"] = time.monotonic() - started
     return row
+
+
+def ensemble_scores(pool, metric: str) -> dict:
+    """Each of ENSEMBLES chosen on the pool's validation outputs, scored on its test outputs."""
+    if pool is None or pool.test is None:
+        return {}
+    scores = {}
+    for method, size in ENSEMBLES:
+        chosen = select_members(pool.task, pool.y_validation, pool.validation, method=method, size=size)
+        if not chosen:
+            continue
+        name = f"{'avg' if method == 'average' else 'greedy'}{size}"
+        scores[name] = {"validation": score(pool.task, pool.y_validation, combine(pool.validation, chosen))[metric],
+                        "test": score(pool.task, pool.y_test, combine(pool.test, chosen))[metric],
+                        "members": len(chosen)}
+    return scores
+
+
+def _with_ensembles(rows: list[dict]) -> list[dict]:
+    """A search's ensembles as systems of their own (``<strategy>+avg20``…), beside its single best."""
+    out = []
+    for row in rows:
+        out.append({k: v for k, v in row.items() if k != "ensembles"})
+        for name, figures in (row.get("ensembles") or {}).items():
+            out.append({**out[-1], "system": f"{row['system']}+{name}", **figures})
+    return out
+
+
+def hgb_test_metric(dataset, seed: int, training: TrainSettings, metric: str) -> dict:
+    """HistGradientBoosting with scikit-learn's defaults, stopped early on our validation rows."""
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    labels = None if dataset.task == "regression" else dataset.y
+    splits = search_splits(dataset.n_samples, labels, training.validation_split, TEST_SPLIT, seed)
+    x, y = np.asarray(dataset.x, np.float64), dataset.y
+    kind = HistGradientBoostingRegressor if dataset.task == "regression" else HistGradientBoostingClassifier
+    model = kind(early_stopping=True, random_state=seed)
+    model.fit(x[splits.train], y[splits.train], X_val=x[splits.validation], y_val=y[splits.validation])
+
+    def outputs(rows):
+        if dataset.task == "regression":
+            return model.predict(x[rows]).reshape(-1, 1)
+        p = model.predict_proba(x[rows])
+        return p[:, 1:] if dataset.task == "binary" else p
+
+    return {"test": score(dataset.task, y[splits.test], outputs(splits.test))[metric],
+            "validation": score(dataset.task, y[splits.validation], outputs(splits.validation))[metric],
+            "trials": 1}
 
 
 def _with_refit(row: dict) -> list[dict]:
@@ -218,9 +295,9 @@ def _header(seeds: list, budget_s: float | None, training: dict | None, refit: b
 def _report(rows: list[dict], datasets: list[str], header: str) -> str:
     lines = [header,
              "",
-             "| dataset | metric | system | test mean ± sd | val mean | trials | best epoch / run (median) "
+             "| dataset | metric | system | test mean ± sd | val mean | optimism | trials | best epoch / run (median) "
              "| per-seed test |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     verdicts = []
     for name in datasets:
         group = [r for r in rows if r["dataset"] == name]
@@ -238,12 +315,53 @@ def _report(rows: list[dict], datasets: list[str], header: str) -> str:
             spread = statistics.stdev(tests) if len(tests) > 1 else 0.0
             means[system] = mean
             lines.append(f"| {name} | {metric} | {system} | {_num(mean)} ± {_num(spread)} | "
-                         f"{_num(statistics.fmean(vals) if vals else None)} | "
+                         f"{_num(statistics.fmean(vals) if vals else None)} | {_num(_optimism(mine, direction))} | "
                          f"{statistics.fmean(r.get('trials') or 0 for r in mine):.0f} | "
                          f"{_epochs(mine)} | {', '.join(_num(t) for t in tests)} |")
         verdicts.append(_verdict(name, means, direction))
         verdicts.extend(_paired(group, metric, direction))
-    return "\n".join(lines + [""] + verdicts)
+    return "\n".join(lines + [""] + verdicts + _targets(rows, datasets))
+
+
+def _optimism(rows: list[dict], direction: str) -> float | None:
+    """Mean of how much better validation said a model was than the test found."""
+    gaps = [(r["validation"] - r["test"]) * (1 if direction == "max" else -1) for r in rows
+            if r.get("validation") is not None and r.get("test") is not None]
+    return statistics.fmean(gaps) if gaps else None
+
+
+def _targets(rows: list[dict], datasets: list[str]) -> list[str]:
+    """Issue 34's targets for the delivered (default) ensemble of the random search."""
+    ensemble, single = f"random+{DEFAULT_ENSEMBLE}", "random"
+    lines = ["", f"Targets for the delivered ensemble ({ensemble}), by mean test metric:"]
+    beats_hgb = known_hgb = 0
+    for name in datasets:
+        group = [r for r in rows if r["dataset"] == name]
+        direction = next((r["direction"] for r in group if r.get("direction")), "max")
+
+        def mean(system):
+            tests = [r["test"] for r in group if r["system"] == system and r.get("test") is not None]
+            return statistics.fmean(tests) if tests else None
+
+        mine = mean(ensemble)
+        if mine is None:
+            continue
+        verdicts = []
+        for other in (single, "kerastuner", "hgb"):
+            theirs = mean(other)
+            if theirs is None:
+                continue
+            ok = mine >= theirs if direction == "max" else mine <= theirs
+            verdicts.append(f">= {other}: {'yes' if ok else 'NO'} ({_num(mine)} vs {_num(theirs)})")
+            if other == "hgb":
+                known_hgb, beats_hgb = known_hgb + 1, beats_hgb + ok
+        gaps = {s: _optimism([r for r in group if r["system"] == s], direction) for s in (ensemble, single)}
+        if None not in gaps.values():
+            verdicts.append(f"optimism {_num(gaps[ensemble])} vs single best's {_num(gaps[single])}")
+        lines.append(f"- {name}: " + "; ".join(verdicts))
+    if known_hgb:
+        lines.append(f"- at least HistGradientBoosting's on {beats_hgb} of {known_hgb} datasets (target: 3 of 4)")
+    return lines
 
 
 def _paired(group: list[dict], metric: str, direction: str) -> list[str]:
@@ -255,18 +373,25 @@ def _paired(group: list[dict], metric: str, direction: str) -> list[str]:
             tests.setdefault(row["system"], {})[row["seed"]] = row["test"]
     systems = list(dict.fromkeys(r["system"] for r in group))
     lines = []
+    default = f"random+{DEFAULT_ENSEMBLE}"
     for system in systems:
-        baseline = _baseline(system, systems)
-        if system == baseline or baseline not in systems:
-            continue
-        theirs, random = tests.get(system, {}), tests.get(baseline, {})
-        diffs = [theirs[seed] - random[seed] for seed in theirs if seed in random]
-        lines.append(f"- {system} - {baseline}, {_paired_summary(diffs, metric, direction)}")
+        baselines = [_baseline(system, systems)]
+        if "+" in system and not system.endswith("+refit") and system != default and default in systems:
+            baselines.append(default)  # the decision rule: does another method beat the default?
+        if system in ("kerastuner", "hgb") and default in systems:
+            baselines = [default]
+        for baseline in baselines:
+            if system == baseline or baseline not in systems:
+                continue
+            theirs, random = tests.get(system, {}), tests.get(baseline, {})
+            diffs = [theirs[seed] - random[seed] for seed in theirs if seed in random]
+            lines.append(f"- {system} - {baseline}, {_paired_summary(diffs, metric, direction)}")
     return lines
 
 
 def _baseline(system: str, systems: list[str]) -> str:
-    """random, or random's refit for a refit system: else the difference would be mostly the refit's."""
+    """random, or random's refit for a refit system: else the difference would be mostly the refit's;
+    an ensemble of another size or method is compared with the default ensemble too (_paired)."""
     if system.endswith("+refit") and system != "random+refit" and "random+refit" in systems:
         return "random+refit"
     return "random"
@@ -453,6 +578,7 @@ def _arguments():
     parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
     parser.add_argument("--population", type=int, default=None, help="default: derived (settings.py)")
     parser.add_argument("--peers", action="store_true", help="add KerasTuner RandomSearch (benchmarks/peers.py)")
+    parser.add_argument("--hgb", action="store_true", help="add HistGradientBoosting (scikit-learn defaults)")
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--schedule", choices=("constant", "cosine"), default=None)
     parser.add_argument("--patience", type=int, default=None)

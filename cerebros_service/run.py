@@ -414,7 +414,7 @@ def deliver_ensemble(best: TrialRecord, state: _State, *, data: TrainingData, he
     started = time.monotonic()
     try:
         built = ensembles.build_ensemble(state.pool.records, data, None if held_out is None else held_out.x,
-                                         options)
+                                         options, None if held_out is None else held_out.y)
         if built is None:
             info["skipped"] = "no pooled trial gave finite validation predictions"
             return best

@@ -175,9 +175,12 @@ class PoolPredictions:
     any), pool in ranking order: what each selection method is judged by (the
     strategy benchmark scores every method on the same search from these)."""
 
+    task: Task
     trials: tuple[int, ...]
     validation: np.ndarray  # (validation rows, pool, outputs)
     test: np.ndarray | None  # (test rows, pool, outputs)
+    y_validation: np.ndarray
+    y_test: np.ndarray | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,7 +193,7 @@ class Ensemble:
 
 
 def build_ensemble(records: list[TrialRecord], data, held_out_x: np.ndarray | None,
-                   settings: EnsembleSettings) -> Ensemble | None:
+                   settings: EnsembleSettings, held_out_y: np.ndarray | None = None) -> Ensemble | None:
     """Select among ``records`` (the pool, best first, each with its weights) on the
     validation rows and nest the chosen in one model; None when no member is usable."""
     import keras
@@ -202,7 +205,7 @@ def build_ensemble(records: list[TrialRecord], data, held_out_x: np.ndarray | No
     chosen = select_members(data.task, data.y_val, validation, method=settings.method, size=settings.size)
     if not chosen:
         return None
-    pool = PoolPredictions(tuple(r.trial for r in records), validation, test)
+    pool = PoolPredictions(data.task, tuple(r.trial for r in records), validation, test, data.y_val, held_out_y)
     model = ensemble_model([models[k] for k, _ in chosen], [w for _, w in chosen], data.input_dim)
     return Ensemble(members=tuple(Member(records[k].trial, float(w)) for k, w in chosen), model=model,
                     validation_outputs=combine(validation, chosen),
