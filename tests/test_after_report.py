@@ -102,3 +102,55 @@ def test_the_architecture_graph_knows_skips_and_laterals():
     positions = node_positions(arch)
     assert positions[(-1, 0)] == (0.0, 0.0) and positions[(2, 0)] == (3.0, 0.0)
     assert positions[(0, 0)][1] > positions[(0, 1)][1]  # units from top to bottom
+
+
+def members_in_page(page: str) -> list[tuple[int, float]]:
+    """(trial, weight) of each row of the report's members table, in the page's order."""
+    table = re.search(r"<table class='members'>(.*?)</table>", page, re.S)
+    assert table, "no members table"
+    return [(int(trial), float(weight.replace(",", ""))) for trial, weight in
+            re.findall(r"<tr[^>]*><td class='num'>(\d+)</td><td class='num'>([^<]+)</td>", table.group(1))]
+
+
+def test_the_report_shows_the_delivered_ensemble(labelled_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(labelled_run["run_dir"], copy)
+    run = json.loads((copy / "run.json").read_text())
+    assert run["delivered_model"] == "ensemble"  # the default: an ensemble of the best trials
+    members = run["ensemble"]["members"]
+    assert members and {m["trial"] for m in members} <= {t["trial"] for t in labelled_run["result"]["trials"]}
+    # Give the run held-out scores, so that "what the ensemble bought" has numbers to compare
+    # (iris's 150 rows are too few for the automatic test split).
+    run["ensemble"].update(validation_metric=0.9, test_metric=0.85)
+    run["ensemble"]["single_best"].update(validation_metric=0.95, test_metric=0.8)
+    run["test_metric"] = 0.85
+    (copy / "run.json").write_text(json.dumps(run))
+    record = write_report(copy)
+    page = (copy / "report.html").read_text()
+    assert sorted(members_in_page(page)) == sorted((m["trial"], pytest.approx(m["weight"], abs=1e-4))
+                                                   for m in members)
+    assert f"ensemble of {len(members)} trial" in page and "best_single_model.keras" in page
+    bought = re.search(r"<th>optimism \(validation − test\)</th></tr>(.*?)</table>", page, re.S).group(1)
+    cells = re.findall(r"<td class='num'>([^<]+)</td>", bought)
+    assert cells == ["0.9000", "0.8500", "0.05000", "0.9500", "0.8000", "0.1500"]  # optimism = val − test
+    if "ensemble" in record["plots"]:  # with matplotlib: the weights as bars, inline
+        width, height = png_size(copy / "plots" / PLOT_FILES["ensemble"])
+        assert width >= 600 and height >= 300
+        assert "alt='ensemble member weights'" in page
+
+
+def test_a_run_from_before_ensembles_still_reports(labelled_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(labelled_run["run_dir"], copy)
+    shutil.rmtree(copy / "plots")
+    run = json.loads((copy / "run.json").read_text())
+    for key in ("ensemble", "delivered_model"):
+        del run[key]
+    (copy / "run.json").write_text(json.dumps(run))
+    record = write_report(copy)
+    assert record["status"] == "done" and "ensemble" not in record["plots"]
+    page = (copy / "report.html").read_text()
+    best = run["best_trial"]
+    assert f"is the single best trial (trial {best})" in page and f"single best (trial {best})" in page
+    assert "class='members'" not in page and "optimism" not in page
+    assert not (copy / "plots" / PLOT_FILES["ensemble"]).exists()
