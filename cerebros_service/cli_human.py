@@ -151,6 +151,10 @@ def print_summary(console, result: dict) -> None:
     metadata = result.get("metadata") or {}
     artifacts = result.get("artifacts") or {}
     lines = [("best", f"{_value(result.get('best_metric'))} {result.get('metric')}"),
+             ("delivered", _delivered(result.get("delivered_model"), result.get("ensemble"))),
+             # test_metric is the delivered model's; None when the run held no test rows out
+             ("test", None if result.get("test_metric") is None
+              else f"{_value(result.get('test_metric'))} {str(result.get('metric')).removeprefix('val_')}"),
              ("trials", f"{result.get('completed_trials')} completed, {result.get('failed_trials')} failed "
                         f"(stopped by {metadata.get('stopped_because')})"),
              ("time", f"{metadata.get('duration_s', 0):.1f} s"),
@@ -165,6 +169,14 @@ def print_summary(console, result: dict) -> None:
             console.print(f"[bold]{name:>10}[/]  {text}")
 
 
+def _delivered(delivered_model: str | None, ensemble: dict | None) -> str | None:
+    """What best_model.keras holds, in a few words (None for a result from before ensembles)."""
+    if delivered_model == "ensemble":
+        size = len((ensemble or {}).get("members") or [])
+        return f"ensemble of {size} trial{'' if size == 1 else 's'}"
+    return "single best trial" if delivered_model == "single_best" else None
+
+
 def _step_note(result: dict, step: str) -> str | None:
     record = (result.get("after_run") or {}).get(step) or {}
     return f"{record['status']}: {record.get('reason')}" if record.get("status") not in (None, "done") else None
@@ -175,15 +187,23 @@ def print_runs(console, listing: dict) -> None:
 
     table = Table(title=f"Runs under {listing.get('root')}", title_justify="left")
     for name, justify in (("run id", "left"), ("dataset", "left"), ("status", "left"), ("metric", "left"),
-                          ("best", "right"), ("test", "right"), ("started", "left"), ("duration", "right")):
+                          ("best", "right"), ("model", "left"), ("test", "right"), ("started", "left"),
+                          ("duration", "right")):
         table.add_column(name, justify=justify)
     for row in listing.get("runs", []):
         duration = row.get("duration_s")
         table.add_row(row["run_id"], str(row.get("dataset") or "–"), str(row.get("status")),
-                      str(row.get("metric") or "–"), _value(row.get("best")), _value(row.get("test_metric")),
+                      str(row.get("metric") or "–"), _value(row.get("best")), _model_cell(row),
+                      _value(row.get("test_metric")),
                       (row.get("started") or "–")[:19].replace("T", " "),
                       _clock(duration) if isinstance(duration, (int, float)) else "–")
     console.print(table if listing.get("runs") else f"No runs under {listing.get('root')}.")
+
+
+def _model_cell(row: dict) -> str:
+    if row.get("delivered_model") == "ensemble":
+        return f"ensemble of {row.get('ensemble_size')}"
+    return "single best" if row.get("delivered_model") == "single_best" else "–"
 
 
 def open_terminal_text(fd: int) -> TextIO:

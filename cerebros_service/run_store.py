@@ -111,16 +111,18 @@ def update_run_json(run_dir: Path, path: tuple[str, ...], value: Any) -> None:
 
 
 def run_summary(run_dir: Path) -> dict:
-    """One row of the runs list: id, dataset, status, best, test metric, when and how long."""
+    """One row of the runs list: id, dataset, status, best, the delivered model and its test metric,
+    when and how long."""
     from .resume import effective_status
 
     info = read_run_json(run_dir)
     run_info = info.get("run_info") or {}
     dataset = info.get("dataset") or {}
     timings = info.get("timings") or {}
-    test = info.get("test_metric")
+    test = info.get("test_metric")  # the delivered model's (the ensemble's when there is one)
     if isinstance(test, dict):  # a held-out score may come as {"name": …, "value": …}
         test = test.get("value")
+    members = (info.get("ensemble") or {}).get("members") or []
     return json_safe({
         "run_id": run_dir.name,
         "dataset": run_info.get("dataset_id") or dataset.get("name"),
@@ -130,6 +132,9 @@ def run_summary(run_dir: Path) -> dict:
         "metric": info.get("metric"),
         "best": info.get("best_value"),
         "test_metric": test,
+        # what best_model.keras holds; None for a run.json from before ensembles (its single best)
+        "delivered_model": info.get("delivered_model"),
+        "ensemble_size": len(members) if info.get("delivered_model") == "ensemble" else None,
         "trials": info.get("trials"),
         "started": timings.get("started_at"),
         "duration_s": timings.get("duration_s"),

@@ -64,12 +64,18 @@ def test_runs_lists_the_runs_as_json_without_tensorflow(labelled_run, regression
     assert row["dataset"] == "inline" and row["status"] == "completed" and row["metric"] == "val_accuracy"
     assert row["best"] == pytest.approx(labelled_run["result"]["best_metric"])
     assert row["has_model"] and row["started"] and row["duration_s"] > 0 and "test_metric" in row
+    # the delivered model: the ensemble by default, its size as many members as run.json records
+    result = labelled_run["result"]
+    assert row["delivered_model"] == result["delivered_model"] == "ensemble"
+    assert row["ensemble_size"] == len(result["ensemble"]["members"]) >= 1
+    assert row["test_metric"] == result["test_metric"]
     assert rows["diabetes-regression"]["metric"] == "val_rmse"
 
 
 def test_runs_draws_a_table_on_a_terminal(labelled_run, after_root_dir):
     screen = on_a_terminal("runs", root=after_root_dir)
     assert "Runs under" in screen and "iris-labelled" in screen and "val_accuracy" in screen
+    assert f"ensemble of {len(labelled_run['result']['ensemble']['members'])}" in screen
     assert '{"status"' not in screen  # a person gets the table, not the protocol
 
 
@@ -137,6 +143,7 @@ def test_the_progress_view_and_the_summary_table(after_root, monkeypatch):
     trial_rows = [line for line in text.splitlines() if re.match(r"│\s+1 │\s+0 │\s+0 │", line)]
     assert len(trial_rows) == 1, text[-3000:]
     assert f"{result['best_metric']:#.4g} val_accuracy" in text and "run folder" in text
+    assert result["delivered_model"] == "ensemble" and "delivered  ensemble of 1 trial\n" in text
     invalid = io.StringIO()
     refused = run_with_progress({"dataset_id": "iris", "training": {"epochs": 0}}, {}, invalid)
     assert refused["status"] == "failed" and "spec.training.epochs" in invalid.getvalue()
