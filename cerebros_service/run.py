@@ -115,10 +115,10 @@ def run_search(
         run_dir.write_json("run.json", report.as_dict("running", None))
 
     def record_trial(record: TrialRecord) -> None:
-        state.pool.offer(record)
+        pooled = state.pool.offer(record)
         if record.status == "completed" and record.weights is not None:
             state.generation_weights[record.trial] = record.weights  # what a next rung continues from
-            if strategy.continues_trials and run_dir is not None:
+            if (strategy.continues_trials or pooled) and run_dir is not None:  # a resumed run needs them
                 resuming.save_weights(run_dir, record.trial, record.weights)
         if takes_lead(record, state.best, direction):
             if record.model_path is not None and run_dir is not None:
@@ -140,10 +140,12 @@ def run_search(
         if takes_lead(record, state.best, direction):
             kept = run_dir.file(BEST_MODEL)
             state.best, state.best_weights = replace(record, model_path=str(kept) if kept.exists() else None), None
-        if strategy.continues_trials:
+        if strategy.continues_trials or capacity > 0:
             weights = resuming.load_weights(run_dir, record.trial)
             if weights is not None:
-                state.generation_weights[record.trial] = weights
+                if strategy.continues_trials:
+                    state.generation_weights[record.trial] = weights
+                state.pool.offer(replace(record, weights=weights))
         state.trials.append(record)
 
     # Weights come back when a strategy continues trials, when the ensemble is built from
@@ -182,8 +184,9 @@ def run_search(
                       keep_weights=keep_weights, on_record=record_trial)
             state.trials[first:] = sorted(state.trials[first:], key=lambda t: t.trial)
             state.parent_weights = state.generation_weights  # only the last generation's are kept
-            if strategy.continues_trials and run_dir is not None:
-                resuming.forget_weights(run_dir, keep=set(state.parent_weights))
+            if (strategy.continues_trials or capacity > 0) and run_dir is not None:
+                continued = set(state.parent_weights) if strategy.continues_trials else set()
+                resuming.forget_weights(run_dir, keep=continued | state.pool.trials())
             strategy.tell(state.trials[first:])
             if state.trials[first:]:
                 stats = {**generation_stats(generation, state.trials[first:], direction), **info}
@@ -409,7 +412,7 @@ def deliver_ensemble(best: TrialRecord, state: _State, *, data: TrainingData, he
         info["skipped"] = "the search was cancelled: the single best is delivered"
         return best
     if not len(state.pool):
-        info["skipped"] = "no trial of this run kept its weights (a resumed run keeps none of the earlier ones)"
+        info["skipped"] = "no completed trial kept its weights"
         return best
     started = time.monotonic()
     try:

@@ -20,7 +20,7 @@ from cerebros_service import run_nas
 RECORDING = Path(__file__).parent / "data" / "pythonx-encoding.tsv"
 
 SUCCESS_KEYS = {"status", "run_id", "best_model", "best_architecture", "best_metric", "test_metric", "evaluation",
-                "metric",
+                "delivered_model", "ensemble", "metric",
                 "direction", "completed_trials", "failed_trials", "population_history", "trials",
                 "artifacts", "metadata", "after_run"}
 FAILURE_KEYS = {"status", "error", "error_type", "error_details", "run_id", "completed_trials", "metadata"}

@@ -14,7 +14,7 @@ from cerebros_service.errors import DatasetError
 from cerebros_service.run import plan_evaluation, run_search
 from cerebros_service.search.scoring import evaluation_report
 from cerebros_service.search.train import train_population
-from cerebros_service.settings import EvaluationSettings
+from cerebros_service.settings import EnsembleSettings, EvaluationSettings
 from conftest import make_tiny_dataset
 
 IMBALANCED = np.repeat([0, 1, 2], [600, 300, 100])
@@ -153,7 +153,9 @@ def test_refit_trains_the_winner_on_train_and_validation_for_its_best_epochs(tmp
     import keras
 
     dataset = _numbered("regression", 200)
-    settings = fast_settings(max_trials=1, population_size=1, evaluation=EvaluationSettings(refit=True))
+    # Without the ensemble, the refit is the model whose test the result reports.
+    settings = fast_settings(max_trials=1, population_size=1, evaluation=EvaluationSettings(refit=True),
+                             ensemble=EnsembleSettings(enabled=False))
     run_dir = RunDirectory.create(tmp_path, "refit")
     outcome = run_search(dataset, settings, run_dir=run_dir)
     refit = outcome.evaluation["refit"]

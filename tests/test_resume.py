@@ -62,6 +62,11 @@ def test_a_killed_run_reads_interrupted_and_resumes_to_the_uninterrupted_result(
                                                                           theirs["neurons"])
         assert ours["value"] == pytest.approx(theirs["value"], abs=1e-6)
     assert resumed["best_metric"] == pytest.approx(reference["best_metric"], abs=1e-6)
+    # the trials of the killed run keep their weights on disk, so the same ensemble is delivered
+    assert resumed["delivered_model"] == "ensemble"
+    assert resumed["ensemble"]["members"] == reference["ensemble"]["members"]
+    assert resumed["ensemble"]["validation_metric"] == pytest.approx(reference["ensemble"]["validation_metric"],
+                                                                     abs=1e-6)
     assert json.loads((tmp_path / "crashy" / "run.json").read_text())["status"] == "completed"
 
 

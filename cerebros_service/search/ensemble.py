@@ -54,13 +54,18 @@ class MemberPool:
         self.capacity, self.direction = int(capacity), direction
         self._records: list[TrialRecord] = []
 
-    def offer(self, record: TrialRecord) -> None:
+    def offer(self, record: TrialRecord) -> bool:
+        """Whether ``record`` joined the pool (it may push the last one out)."""
         if (self.capacity <= 0 or record.status != "completed" or record.weights is None
                 or record.value is None or not math.isfinite(record.value)):
-            return
+            return False
         self._records.append(record)
         self._records.sort(key=lambda r: standing_key(r.standing(), self.direction))
         del self._records[self.capacity:]  # the weights of the others are released here
+        return any(r is record for r in self._records)
+
+    def trials(self) -> set[int]:
+        return {r.trial for r in self._records}
 
     @property
     def records(self) -> list[TrialRecord]:
