@@ -11,8 +11,9 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 # Stamps keep re-runs fast; they are rebuilt when pyproject.toml changes.
+# TensorFlow is an extra (the backend; README "Install"): the demo installs it as users do.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.[tensorflow]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed

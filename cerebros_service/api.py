@@ -316,7 +316,10 @@ def _search(spec: Spec, opts: Opts, started: float, should_stop: Callable[[], bo
     test_set = load_test_set(spec, opts, dataset)
 
     from .artifacts import RunDirectory
+    from .backend import require_backend
     from .run import run_search  # the engine (and, when training starts, TensorFlow): only now
+
+    require_backend()  # Keras' framework (TensorFlow by default) installed, or a clear error
     settings = build_settings(spec, opts, metric)
     # Trials on Dask workers (opts.executor "processes" | "dask"), opened before the run
     # folder so that an unreachable cluster leaves nothing behind; closed once the search ends.
