@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
+
+
+def required(module: str):
+    """A test dependency the ``test`` extra installs: missing, it FAILS the test (a broken
+    install must not pass as a green skip, as ``pytest.importorskip`` would let it)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        pytest.fail(f"{module} is not importable ({exc}); the test extra installs it: pip install -e '.[test]'",
+                    pytrace=False)
 
 
 # ---------------------------------------------------------------------------

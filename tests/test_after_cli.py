@@ -14,6 +14,8 @@ import sys
 import time
 
 import pytest
+
+from conftest import required
 from conftest import MAIN_WITH_TF_REPORT
 
 from cerebros_service.cli_human import eta_seconds, run_with_progress
@@ -95,7 +97,7 @@ def test_runs_delete_removes_only_run_folders_under_the_root(labelled_run, after
 
 
 def test_serve_answers_predict_and_refuses_malformed_ones(labelled_run, after_root_dir):
-    pytest.importorskip("onnxruntime")
+    required("onnxruntime")
     lines = [
         {"id": 1, "op": "predict", "run": "iris-labelled", "x": [[5.1, 3.5, 1.4, 0.2]], "opts": {"engine": "onnx"}},
         {"id": 2, "op": "predict", "run": "iris-labelled"},

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import required
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "using-the-result.md"
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```$", re.S | re.M)
 GOOD = {"success", "deleted", "valid", "ok"}
@@ -39,9 +41,9 @@ def json_statuses(stdout: str) -> list[str]:
 
 
 def test_every_example_runs(tmp_path, monkeypatch):
-    pytest.importorskip("onnxruntime")  # the page shows every extra at work; the test extra installs them
-    pytest.importorskip("mlflow")
-    pytest.importorskip("matplotlib")
+    required("onnxruntime")  # the page shows every extra at work; the test extra installs them
+    required("mlflow")
+    required("matplotlib")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path / "cerebros_runs"))
     monkeypatch.setenv("CEREBROS_DATA_ROOT", str(tmp_path))

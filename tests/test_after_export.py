@@ -9,11 +9,13 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import required
+
 import cerebros_service
 from cerebros_service import onnx_export
 
-onnxruntime = pytest.importorskip("onnxruntime")  # the test extra installs the onnx extra
-pytest.importorskip("tf2onnx")
+onnxruntime = required("onnxruntime")  # the test extra installs the onnx extra
+required("tf2onnx")
 
 
 def onnx_outputs(path, x) -> np.ndarray:

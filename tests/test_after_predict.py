@@ -11,6 +11,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from conftest import required
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -53,7 +55,7 @@ def test_both_engines_agree_and_keras_is_exact(labelled_run, after_root):
 
 
 def test_the_onnx_engine_never_imports_tensorflow(labelled_run, after_root):
-    pytest.importorskip("onnxruntime")
+    required("onnxruntime")
     code = ("import sys, cerebros_service\n"
             "answer = cerebros_service.predict('iris-labelled', [[5.1, 3.5, 1.4, 0.2]], {'engine': 'onnx'})\n"
             "print(answer['status'], answer['predictions'][0], 'tensorflow' in sys.modules, 'keras' in sys.modules)")

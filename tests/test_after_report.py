@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+from conftest import required
+
 import cerebros_service
 from cerebros_service.reporting import PLOT_FILES, write_report
 from cerebros_service.reporting.architecture_plot import edge_kinds, node_positions
@@ -25,7 +27,7 @@ def png_size(path) -> tuple[int, int]:
 
 
 def test_each_run_gets_a_self_contained_report_and_plots(labelled_run):
-    pytest.importorskip("matplotlib")
+    required("matplotlib")
     result, run_dir = labelled_run["result"], labelled_run["run_dir"]
     assert result["after_run"]["report"]["status"] == "done"
     page = (run_dir / "report.html").read_text()
@@ -43,7 +45,7 @@ def test_each_run_gets_a_self_contained_report_and_plots(labelled_run):
 
 
 def test_report_remakes_the_page_and_plots(labelled_run, after_root):
-    pytest.importorskip("matplotlib")
+    required("matplotlib")
     copy = after_root / "report-copy"
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(labelled_run["run_dir"], copy)
@@ -72,7 +74,7 @@ def test_without_matplotlib_the_page_keeps_its_tables(labelled_run, tmp_path, mo
 
 
 def test_a_run_with_failed_trials_and_no_events_still_reports(labelled_run, tmp_path):
-    pytest.importorskip("matplotlib")
+    required("matplotlib")
     copy = tmp_path / "run"
     shutil.copytree(labelled_run["run_dir"], copy)
     (copy / "events.jsonl").unlink()  # runs from before events were recorded: time is summed durations

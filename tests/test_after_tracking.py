@@ -9,11 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from conftest import required
+
 from cerebros_service.after_run import AfterRun, bounded
 
 
 def test_mlflow_gets_params_per_trial_metrics_the_model_and_the_artifacts(labelled_run):
-    pytest.importorskip("mlflow")
+    required("mlflow")
     from mlflow.tracking import MlflowClient
 
     result = labelled_run["result"]
@@ -41,7 +43,7 @@ def test_mlflow_gets_params_per_trial_metrics_the_model_and_the_artifacts(labell
 
 
 def test_each_logging_is_a_new_mlflow_run(labelled_run, monkeypatch):
-    pytest.importorskip("mlflow")
+    required("mlflow")
     from cerebros_service.tracking_mlflow import log_to_mlflow
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -53,7 +55,7 @@ def test_each_logging_is_a_new_mlflow_run(labelled_run, monkeypatch):
 
 
 def test_tensorboard_logs_each_trials_epochs(labelled_run):
-    pytest.importorskip("tensorboard")
+    required("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     result, run_dir = labelled_run["result"], labelled_run["run_dir"]
@@ -94,7 +96,7 @@ def test_missing_extras_are_recorded_skips_not_failures(labelled_run, tmp_path, 
 
 
 def test_an_unreachable_tracking_server_is_a_recorded_failure(labelled_run, tmp_path):
-    pytest.importorskip("mlflow")
+    required("mlflow")
     import shutil
 
     run_dir = tmp_path / "run"

@@ -10,6 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from conftest import required
+
 from cerebros_service.search.ensemble import MemberPool, combine, select_members
 from cerebros_service.search.records import TrialRecord
 from cerebros_service.settings import EnsembleSettings
@@ -158,7 +160,7 @@ def test_the_saved_ensemble_equals_the_weighted_average_of_its_members(ensemble_
 
 
 def test_the_ensemble_exports_to_onnx_with_sample_rows_from_the_nested_normalization(ensemble_search):
-    pytest.importorskip("tf2onnx")
+    required("tf2onnx")
     import keras
 
     from cerebros_service import onnx_export

@@ -19,11 +19,13 @@ import time
 import numpy as np
 import pytest
 
+from conftest import required
+
 # Real worker processes restarted and killed: run alone (make test runs `serial` tests
 # after the parallel ones), since a restart under a loaded CPU can outlast its timeout.
 pytestmark = pytest.mark.serial
 
-pytest.importorskip("distributed")
+required("distributed")
 
 from cerebros_service.boundary.schema import DaskExecutor, ProcessesExecutor  # noqa: E402
 from cerebros_service.data.dataset import split_indices  # noqa: E402

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import required
+
 from cerebros_service import jobs
 from cerebros_service.jobs import protocol
 from cerebros_service.jobs.runner import JobRunner
@@ -306,7 +308,7 @@ def test_registered_arrays_are_shared_as_files_only_with_jobs_placed_in_another_
 
 def test_predict_answers_an_onnx_run_in_this_process_from_rows_buffers_and_npy_files(
         regression_run, after_root, tmp_path, monkeypatch):
-    pytest.importorskip("onnxruntime")
+    required("onnxruntime")
     run_id = regression_run["run_dir"].name
     x = np.random.default_rng(3).normal(size=(3, 10))
     monkeypatch.setenv("CEREBROS_DATA_ROOT", str(tmp_path))

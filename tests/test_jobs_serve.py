@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from conftest import required
+
 TINY_SPACE = {"max_levels": 1, "max_units_per_level": 1, "min_neurons": 4, "max_neurons": 8}
 LONG = {"spec": {"dataset_id": "iris", "training": {"epochs": 30, "patience": 30}, "search_space": TINY_SPACE},
         "opts": {"budget": {"max_trials": 50, "population_size": 2}}}
@@ -148,7 +150,7 @@ def test_serve_predicts_onnx_runs_at_once_and_keras_runs_in_a_worker_never_loadi
         regression_run, after_root_dir):
     import shutil
 
-    pytest.importorskip("onnxruntime")
+    required("onnxruntime")
     run_dir = regression_run["run_dir"]
     keras_only = after_root_dir / "diabetes-keras-only"
     shutil.copytree(run_dir, keras_only, dirs_exist_ok=True)
