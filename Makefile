@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: demo test test-python test-elixir test-pythonx bench clean
+.PHONY: demo test test-python test-elixir test-pythonx bench device-wheels clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ test-pythonx: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(PY) benchmarks/trial_time.py
 	$(PY) benchmarks/cli_latency.py
+
+# The GPU machine's missing wheels (Python 3.12) into .whl/, for benchmarks/device_check.sh
+# there (docs/scaling.md, "GPU: the device check"); fails above 50 MiB.
+device-wheels: $(VENV)/.installed-test
+	$(PY) benchmarks/device_wheels.py
 
 clean:
 	rm -rf $(VENV) _build cerebros_runs .pytest_cache

@@ -15,15 +15,10 @@ import time
 import numpy as np
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--candidates", type=int, default=40)
-    parser.add_argument("--bnorm-or-dropout", default="bnorm", choices=("bnorm", "dropout", "none"))
-    parser.add_argument("--epochs", type=int, default=5)
-    args = parser.parse_args()
-
-    import keras
-
+def measure(candidates: int = 40, bnorm_or_dropout: str = "bnorm", epochs: int = 5,
+            space: dict | None = None) -> dict:
+    """Train one chunk of ``candidates`` for ``epochs``; its size and epoch times (also used by
+    device_steps.py, which adds the chunk's peak device memory). ``space``: more SpaceSettings."""
     from cerebros_service.data.builtin import load_builtin
     from cerebros_service.search.build import initial_weights
     from cerebros_service.search.device import configure_device
@@ -33,13 +28,13 @@ def main() -> None:
     from cerebros_service.search.train import fit_epochs, make_training_data, training_batches
     from cerebros_service.settings import SpaceSettings, TrainSettings
 
-    configure_device()  # TensorFlow's CPU thread pools as a search sizes them; a GPU stays visible
+    device = configure_device()  # TensorFlow's CPU thread pools as a search sizes them; a GPU stays visible
     dataset = load_builtin("digits")
     order = np.random.default_rng(0).permutation(dataset.n_samples)
     data = make_training_data(dataset, order[:1150], order[1150:1437])
-    space = SpaceSettings(bnorm_or_dropout=args.bnorm_or_dropout)
+    space = SpaceSettings(bnorm_or_dropout=bnorm_or_dropout, **(space or {}))
     rng = np.random.default_rng(0)
-    archs = [sample_architecture(space, data.input_dim, data.output_units, rng) for _ in range(args.candidates)]
+    archs = [sample_architecture(space, data.input_dim, data.output_units, rng) for _ in range(candidates)]
     plan = make_plan(archs, data.output_units)
     model = make_fused_model(plan, data.task, feature_mean=data.feature_mean, feature_var=data.feature_var,
                              target_mean=0.0, target_std=1.0, training=TrainSettings(), seed=0)
@@ -60,11 +55,26 @@ def main() -> None:
             return False
 
     batches = training_batches(data, 32, 0)
-    fit_epochs(model, batches, args.epochs, EpochTimes())
-    later = float(np.median(times[1:]))
-    print(f"{keras.backend.backend()}: {args.candidates} candidates, {len(plan.slots)} unit positions, "
-          f"{plan.padded_params():,} padded parameters; first epoch {times[0]:.2f} s, later "
-          f"{later:.3f} s ({1000 * later / len(batches):.1f} ms a step)")
+    fit_epochs(model, batches, epochs, EpochTimes())
+    later = float(np.median(times[1:])) if len(times) > 1 else float("nan")
+    return {"device": device, "candidates": candidates, "unit_positions": len(plan.slots),
+            "padded_params": plan.padded_params(), "first_epoch_s": times[0], "later_epoch_s": later,
+            "step_ms": 1000 * later / len(batches)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--candidates", type=int, default=40)
+    parser.add_argument("--bnorm-or-dropout", default="bnorm", choices=("bnorm", "dropout", "none"))
+    parser.add_argument("--epochs", type=int, default=5)
+    args = parser.parse_args()
+
+    import keras
+
+    r = measure(args.candidates, args.bnorm_or_dropout, args.epochs)
+    print(f"{keras.backend.backend()}: {r['candidates']} candidates, {r['unit_positions']} unit positions, "
+          f"{r['padded_params']:,} padded parameters; first epoch {r['first_epoch_s']:.2f} s, later "
+          f"{r['later_epoch_s']:.3f} s ({r['step_ms']:.1f} ms a step)")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,9 @@ def test_score(split: dict, predictions: np.ndarray) -> float:
 
 def run_ours(split: dict, *, trials: int, epochs: int, batch_size: int, patience: int, seed: int,
              execution: str, strategy: str = "random", population: int | None = None,
-             time_budget: float | None = None, search_space: dict | None = None) -> dict:
+             time_budget: float | None = None, search_space: dict | None = None,
+             training: dict | None = None) -> dict:
+    """``training``: more spec training keys (e.g. ``{"mixed_precision": True}``; device_check.sh)."""
     # Our package first, as a user imports it (it chooses TensorFlow's oneDNN kernels before
     # TensorFlow loads; cerebros_service/__init__.py), then Keras before the clock starts, as
     # the peers do.
@@ -74,7 +76,7 @@ def run_ours(split: dict, *, trials: int, epochs: int, batch_size: int, patience
     spec = {"dataset_id": name, "strategy": strategy,
             "training": {"epochs": epochs, "batch_size": batch_size, "patience": patience,
                          "learning_rate": LEARNING_RATE, "weight_decay": WEIGHT_DECAY,
-                         "validation_split": VALIDATION_SPLIT},
+                         "validation_split": VALIDATION_SPLIT, **(training or {})},
             # the protocol holds out its own test split; the after-run steps (ONNX, report) are
             # not search work and no peer does them
             "evaluation": {"test_split": 0}, **({"search_space": search_space} if search_space else {})}
