@@ -11,8 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import required
 
-pytest.importorskip("jax")  # the `test` extra installs it
+
+@pytest.fixture(autouse=True)
+def _jax_installed():
+    required("jax")  # the `test` extra installs it: missing, these tests fail rather than skip
+
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "device_check.sh"

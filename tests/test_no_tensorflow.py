@@ -16,8 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import required
 
-pytest.importorskip("jax")  # the `test` extra installs it
+
+@pytest.fixture(autouse=True)
+def _jax_installed():
+    required("jax")  # the `test` extra installs it: missing, these tests fail rather than skip
+
 
 # Put first on sys.meta_path: refuses the named top-level packages and their submodules.
 BLOCK_HOOK = """
