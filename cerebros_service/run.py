@@ -107,6 +107,8 @@ def run_search(
     previous: dict[int, TrialRecord] = {}
     if resume and run_dir is not None:
         previous = {r.trial: r for r in resuming.previous_trials(run_dir, settings)}
+        if run_dir.file(SINGLE_BEST_MODEL).exists():  # the earlier run delivered an ensemble:
+            os.replace(run_dir.file(SINGLE_BEST_MODEL), run_dir.file(BEST_MODEL))  # searching, the best leads
 
     state = _State(direction, ensembles.MemberPool(capacity, direction))
     report = _RunReport(dataset, settings, run_info, device, metric, direction, state, started_at, started,
