@@ -93,7 +93,8 @@ class AfterRun:
 
             mlflow = tracking.mlflow
             events = list(self.events)
-            steps.append(("mlflow", lambda: log_to_mlflow(run_dir, result, events, mlflow.tracking_uri,
+            # The named server's URI is looked up when the step runs (the operator's, never the request's).
+            steps.append(("mlflow", lambda: log_to_mlflow(run_dir, result, events, mlflow.store_uri(),
                                                           mlflow.experiment)))
         return steps
 

@@ -193,12 +193,18 @@ def _operator_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifacts-root", metavar="DIR",
                         help="where run folders DIR/<run_id> are made (sets $CEREBROS_ARTIFACTS_ROOT; "
                              "default ./cerebros_runs)")
+    parser.add_argument("--dask-clusters", metavar="NAME=URL,…",
+                        help="the Dask schedulers a request may pick by name with opts.executor.cluster "
+                             "(sets $CEREBROS_DASK_CLUSTERS; default none)")
+    parser.add_argument("--mlflow-servers", metavar="NAME=URL,…",
+                        help="the MLflow tracking servers a request may pick by name with "
+                             "opts.tracking.mlflow.server (sets $CEREBROS_MLFLOW_SERVERS; default none)")
 
 
 def _apply_operator_options(args: argparse.Namespace) -> dict | None:
-    """Put --data-root/--artifacts-root where every part (and child process) reads them:
-    the environment. A failed result when one is unusable."""
-    for key in ("data_root", "artifacts_root"):
+    """Put --data-root/--artifacts-root/--dask-clusters/--mlflow-servers where every part (and
+    child process) reads them: the environment. A failed result when one is unusable."""
+    for key in ("data_root", "artifacts_root", "dask_clusters", "mlflow_servers"):
         value = getattr(args, key, None)
         if value is None:
             continue
@@ -207,6 +213,16 @@ def _apply_operator_options(args: argparse.Namespace) -> dict | None:
         answer = configure(**{key: value})
         if answer["status"] != "configured":
             return _usage_failure(f"--{key.replace('_', '-')}: {answer['error']}", (key,))
+    # Lists set in the environment alone are checked here too: a malformed one ends the
+    # command at start, not at the first request that names a cluster or a server.
+    from .boundary.results import failure_result
+    from .operator_config import ConfigError, dask_clusters, mlflow_servers
+
+    try:
+        dask_clusters()
+        mlflow_servers()
+    except ConfigError as exc:
+        return failure_result(exc, None)
     return None
 
 

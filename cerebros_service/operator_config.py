@@ -1,16 +1,19 @@
 """What the operator of a deployment decides, never a request: where data may be read,
-where run folders are written, and how big inputs and models may get.
+where run folders are written, how big inputs and models may get, and which Dask
+clusters and MLflow tracking servers the service may connect to.
 
 Everything is read from environment variables at the moment it is needed, so the
-CLI's flags (``--data-root``, ``--artifacts-root``), an Elixir app's config (passed
-as these variables, or through ``configure``) and a child process spawned for a job
-all see the same values. A request's spec and opts cannot name another root or
-loosen a limit.
+CLI's flags (``--data-root``, ``--artifacts-root``, ``--dask-clusters``,
+``--mlflow-servers``), an Elixir app's config (passed as these variables or flags, or
+through ``configure``) and a child process spawned for a job all see the same values.
+A request's spec and opts cannot name another root, loosen a limit, or name an
+address: they pick a cluster or a server by the name the operator gave it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -22,6 +25,12 @@ ARTIFACTS_ROOT_ENV = "CEREBROS_ARTIFACTS_ROOT"
 LEGACY_ARTIFACTS_ENV = "CEREBROS_ARTIFACTS_DIR"
 # Relative to the working directory of the process, like before roots were the operator's.
 DEFAULT_ARTIFACTS_ROOT = "cerebros_runs"
+# Comma-separated name=URL lists: the Dask schedulers and the MLflow tracking servers a
+# request may pick by name (opts.executor.cluster, opts.tracking.mlflow.server).
+DASK_CLUSTERS_ENV = "CEREBROS_DASK_CLUSTERS"
+MLFLOW_SERVERS_ENV = "CEREBROS_MLFLOW_SERVERS"
+# The CLI flag that sets each list (for messages that tell a request where names come from).
+ENDPOINT_FLAGS = {DASK_CLUSTERS_ENV: "--dask-clusters", MLFLOW_SERVERS_ENV: "--mlflow-servers"}
 
 MiB = 1024 * 1024
 
@@ -93,6 +102,82 @@ def artifacts_root() -> Path:
     return _root(ARTIFACTS_ROOT_ENV, raw)
 
 
+def dask_clusters() -> dict[str, str]:
+    """The operator's Dask schedulers, name -> address (empty when none are configured)."""
+    return _endpoints(DASK_CLUSTERS_ENV, os.environ.get(DASK_CLUSTERS_ENV, ""))
+
+
+def mlflow_servers() -> dict[str, str]:
+    """The operator's MLflow tracking servers, name -> tracking URI (empty when none)."""
+    return _endpoints(MLFLOW_SERVERS_ENV, os.environ.get(MLFLOW_SERVERS_ENV, ""))
+
+
+def configured_names(variable: str, names: list[str] | dict) -> str:
+    """A sentence for a request that named an unknown endpoint: the names there are, or
+    that there are none and which variable and flag configure them."""
+    if names:
+        return "configured: " + ", ".join(repr(name) for name in names)
+    return (f"none are configured (the operator sets them with {variable} or "
+            f"{ENDPOINT_FLAGS[variable]}, as name=URL pairs)")
+
+
+_ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_DASK_ADDRESS = re.compile(r"(tcp|tls|ucx|ws|wss|inproc)://[^\s/,]+(:\d{1,5})?")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S*|databricks")
+
+
+def _endpoints(variable: str, raw: str | dict) -> dict[str, str]:
+    """``name=URL,name=URL`` (or a mapping) as a dict; ConfigError names the variable and
+    the entry at fault (no ``=``, an empty or ill-formed name, a name twice, a bad URL)."""
+    if isinstance(raw, dict):
+        pairs = []
+        for name, url in raw.items():
+            if not isinstance(name, str) or not isinstance(url, str):
+                _endpoint_error(variable, f"each entry must be a name and a URL, both strings, "
+                                          f"got {str(name)[:80]!r}: {str(url)[:80]!r}")
+            pairs.append((name.strip(), url.strip()))
+    elif not isinstance(raw, str):
+        _endpoint_error(variable, f"must be name=URL pairs separated by commas, or a mapping, "
+                                  f"got {type(raw).__name__}")
+    else:
+        if "\0" in raw:
+            _endpoint_error(variable, "holds a NUL byte")
+        pairs = []
+        for entry in (part.strip() for part in raw.split(",")):
+            if not entry:
+                continue
+            if "=" not in entry:
+                _endpoint_error(variable, f"entry {entry[:80]!r} has no '=': each entry is name=URL")
+            name, _, url = entry.partition("=")
+            pairs.append((name.strip(), url.strip()))
+    found: dict[str, str] = {}
+    for name, url in pairs:
+        if not name:
+            _endpoint_error(variable, f"entry {('=' + url)[:80]!r} has an empty name: each entry is name=URL")
+        if not _ENDPOINT_NAME.fullmatch(name):
+            _endpoint_error(variable, f"name {name[:80]!r} must be 1-64 letters, digits, '_', '.' or '-', "
+                                      "starting with a letter or digit")
+        if name in found:
+            _endpoint_error(variable, f"names {name!r} twice")
+        dask = variable == DASK_CLUSTERS_ENV
+        if not (_DASK_ADDRESS if dask else _URI).fullmatch(url):
+            what = ("a Dask scheduler address such as tcp://10.0.0.5:8786" if dask
+                    else "a tracking URI such as http://mlflow.internal:5000")
+            _endpoint_error(variable, f"the URL of {name!r} must be {what}, got {url[:80]!r}")
+        found[name] = url
+    return found
+
+
+def _endpoint_error(variable: str, problem: str) -> None:
+    raise ConfigError(f"{variable} (or {ENDPOINT_FLAGS[variable]}) is malformed: {problem}",
+                      [ErrorDetail(("env", variable), problem)])
+
+
+def _endpoint_text(variable: str, value: str | dict) -> str:
+    """A checked list in the variable's own form, ``name=URL,…``."""
+    return ",".join(f"{name}={url}" for name, url in _endpoints(variable, value).items())
+
+
 def inside_root(root: Path, value: str | os.PathLike) -> Path:
     """``value`` (relative to ``root`` unless absolute) resolved, symlinks followed; ValueError
     unless it is ``root`` itself or lies inside it."""
@@ -111,8 +196,12 @@ def inside_root(root: Path, value: str | os.PathLike) -> Path:
 
 def configure(*, data_root: str | os.PathLike | None = None,
               artifacts_root: str | os.PathLike | None = None,
-              limits: dict | None = None) -> dict:
-    """Set the operator's roots and limits for this process (and the children it spawns).
+              limits: dict | None = None,
+              dask_clusters: str | dict | None = None,
+              mlflow_servers: str | dict | None = None) -> dict:
+    """Set the operator's roots, limits and endpoints for this process (and the children it
+    spawns). ``dask_clusters`` and ``mlflow_servers``: a mapping name -> URL, or the
+    variables' text ``name=URL,name=URL``.
 
     For in-process callers (Pythonx): the same as setting the environment variables.
     Returns ``{"status": "configured", ...}`` or a failed result; never raises.
@@ -135,6 +224,9 @@ def configure(*, data_root: str | os.PathLike | None = None,
                                   [ErrorDetail(("limits", str(name)), "is not a known limit")])
             variable = limit_env_name(name)
             updates[variable] = str(_positive_int(variable, value))
+        for variable, value in ((DASK_CLUSTERS_ENV, dask_clusters), (MLFLOW_SERVERS_ENV, mlflow_servers)):
+            if value is not None:
+                updates[variable] = _endpoint_text(variable, value)
         os.environ.update(updates)
         return describe()
     except Exception as exc:  # noqa: BLE001 - a caller across Pythonx must get a dict back
@@ -146,7 +238,8 @@ def describe() -> dict:
     root, limits = data_root(), current_limits()
     return {"status": "configured", "data_root": None if root is None else str(root),
             "artifacts_root": str(artifacts_root()),
-            "limits": {name: getattr(limits, name) for name in LIMIT_NAMES}}
+            "limits": {name: getattr(limits, name) for name in LIMIT_NAMES},
+            "dask_clusters": dask_clusters(), "mlflow_servers": mlflow_servers()}
 
 
 def _root(variable: str, raw: str) -> Path:

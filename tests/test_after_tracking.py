@@ -12,6 +12,7 @@ import pytest
 from conftest import required
 
 from cerebros_service.after_run import AfterRun, bounded
+from cerebros_service.boundary.schema import MlflowTracking
 
 
 def test_mlflow_gets_params_per_trial_metrics_the_model_and_the_artifacts(labelled_run):
@@ -83,8 +84,8 @@ def test_missing_extras_are_recorded_skips_not_failures(labelled_run, tmp_path, 
     shutil.copytree(labelled_run["run_dir"], run_dir)
     for module in ("mlflow", "mlflow.tracking", "mlflow.entities", "tensorboard"):
         monkeypatch.setitem(sys.modules, module, None)  # as if the extras were not installed
-    opts = fake_opts(mlflow=SimpleNamespace(tracking_uri=(tmp_path / "ml").as_uri(), experiment="x"),
-                     tensorboard=True)
+    monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path))
+    opts = fake_opts(mlflow=MlflowTracking(tracking_uri="ml", experiment="x"), tensorboard=True)
     result = AfterRun(opts, run_dir).finish({"status": "success", "artifacts": {}})
     assert result["status"] == "success"
     assert result["after_run"]["mlflow"]["status"] == "skipped"
@@ -95,16 +96,41 @@ def test_missing_extras_are_recorded_skips_not_failures(labelled_run, tmp_path, 
     assert recorded["mlflow"]["status"] == "skipped"
 
 
-def test_an_unreachable_tracking_server_is_a_recorded_failure(labelled_run, tmp_path):
+def test_an_unreachable_tracking_server_is_a_recorded_failure(labelled_run, tmp_path, monkeypatch):
     required("mlflow")
     import shutil
 
     run_dir = tmp_path / "run"
     shutil.copytree(labelled_run["run_dir"], run_dir)
-    opts = fake_opts(mlflow=SimpleNamespace(tracking_uri="unknown-scheme://nowhere", experiment="x"))
+    monkeypatch.setenv("CEREBROS_MLFLOW_SERVERS", "nowhere=unknown-scheme://nowhere")
+    opts = fake_opts(mlflow=MlflowTracking(server="nowhere", experiment="x"))
     result = AfterRun(opts, run_dir).finish({"status": "success", "artifacts": {}})
     assert result["status"] == "success" and result["after_run"]["mlflow"]["status"] == "failed"
-    assert result["after_run"]["mlflow"]["reason"]
+    assert "unknown-scheme" in result["after_run"]["mlflow"]["reason"]  # the operator's URI was the one tried
+
+
+def test_a_server_named_by_the_operator_receives_the_run(labelled_run, tmp_path, monkeypatch):
+    """The request names the server; the URI behind the name is the operator's (here a store
+    outside the artifacts root, which a request could not name itself)."""
+    required("mlflow")
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(labelled_run["run_dir"], run_dir)
+    store = tmp_path / "operators-mlflow"
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("CEREBROS_MLFLOW_SERVERS", f"other=file:///nowhere, team={store.as_uri()}")
+    tracking = MlflowTracking(server="team", experiment="named")
+    assert tracking.store_uri() == store.as_uri()
+    result = AfterRun(fake_opts(mlflow=tracking), run_dir).finish({"status": "success", "artifacts": {}})
+    assert result["after_run"]["mlflow"]["status"] == "done", result["after_run"]["mlflow"]
+    tracked = result["tracking"]["mlflow"]
+    assert tracked["tracking_uri"] == store.as_uri()
+    client = MlflowClient(tracking_uri=store.as_uri())
+    assert client.get_run(tracked["run_id"]).info.status == "FINISHED"
+    assert client.get_experiment(tracked["experiment_id"]).name == "named"
 
 
 def test_a_step_is_bounded_in_time_and_its_errors_are_records():
@@ -134,7 +160,8 @@ def test_the_opts_of_tracking_and_the_after_run_steps_are_validated():
     valid = cerebros_service.validate({"dataset_id": "iris"}, {"tracking": {"mlflow": {"experiment": "x"}},
                                                                "after_run": {"onnx": False}})
     assert valid["status"] == "valid", valid
-    assert valid["opts"]["tracking"] == {"mlflow": {"tracking_uri": None, "experiment": "x"}, "tensorboard": False}
+    assert valid["opts"]["tracking"] == {"mlflow": {"server": None, "tracking_uri": None, "experiment": "x"},
+                                         "tensorboard": False}
     assert valid["opts"]["after_run"] == {"onnx": False, "report": True, "timeout_s": 300.0}
     refused = cerebros_service.validate({"dataset_id": "iris"}, {"tracking": {"mlflow": {"experimnt": "x"}},
                                                                  "after_run": {"timeout_s": 0}})
@@ -153,9 +180,76 @@ def test_a_local_mlflow_store_must_lie_under_the_artifacts_root(after_root):
     assert inside["opts"]["tracking"]["mlflow"]["tracking_uri"] == (after_root / "mlruns").as_uri()
     assert tracking_uri(f"sqlite:///{after_root}/ml.db")["opts"]["tracking"]["mlflow"]["tracking_uri"] == \
         f"sqlite:///{after_root}/ml.db"
-    assert tracking_uri("http://tracking.example:5000")["opts"]["tracking"]["mlflow"]["tracking_uri"] == \
-        "http://tracking.example:5000"  # a server is used as given (nothing is contacted by validate)
     for outside in ("/tmp", "../mlruns", "file:///etc", "sqlite:////tmp/ml.db", "sqlite://relative.db"):
         refused = tracking_uri(outside)
         assert refused["status"] == "failed", outside
         assert refused["error_details"][0]["loc"] == ["opts", "tracking", "mlflow", "tracking_uri"], outside
+
+
+# --------------------------------------------------------------------------- servers are the operator's
+
+
+def _tracking(mlflow: dict) -> dict:
+    import cerebros_service
+
+    return cerebros_service.validate({"dataset_id": "iris"}, {"tracking": {"mlflow": mlflow}})
+
+
+@pytest.mark.parametrize("uri", ["http://tracking.example:5000", "https://mlflow.attacker.test/",
+                                 "databricks://profile", "HTTP://upper.example", "postgresql://db/ml"])
+def test_a_request_that_gives_a_server_url_is_refused_and_told_to_ask_the_operator(uri, after_root, monkeypatch):
+    monkeypatch.delenv("CEREBROS_MLFLOW_SERVERS", raising=False)
+    refused = _tracking({"tracking_uri": uri})
+    assert refused["status"] == "failed" and refused["error_type"] == "validation_error", refused
+    (detail,) = refused["error_details"]
+    assert detail["loc"] == ["opts", "tracking", "mlflow", "tracking_uri"]
+    assert "ask the operator" in detail["message"] and "opts.tracking.mlflow.server" in detail["message"]
+    assert "none are configured" in detail["message"] and "CEREBROS_MLFLOW_SERVERS" in detail["message"]
+    assert "--mlflow-servers" in detail["message"]
+    monkeypatch.setenv("CEREBROS_MLFLOW_SERVERS", "team=http://mlflow.internal:5000")
+    assert "configured: 'team'" in _tracking({"tracking_uri": uri})["error_details"][0]["message"]
+
+
+def test_a_server_is_picked_by_a_name_the_operator_configured(monkeypatch):
+    monkeypatch.setenv("CEREBROS_MLFLOW_SERVERS", "team=http://mlflow.internal:5000,lab=https://lab.example")
+    valid = _tracking({"server": "lab", "experiment": "e"})
+    assert valid["status"] == "valid", valid
+    assert valid["opts"]["tracking"]["mlflow"] == {"server": "lab", "tracking_uri": None, "experiment": "e"}
+    assert MlflowTracking(server="lab").store_uri() == "https://lab.example"
+    assert MlflowTracking(server="team").store_uri() == "http://mlflow.internal:5000"
+
+    unknown = _tracking({"server": "elsewhere"})
+    (detail,) = unknown["error_details"]
+    assert unknown["error_type"] == "validation_error"
+    assert detail["loc"] == ["opts", "tracking", "mlflow", "server"]
+    assert "'elsewhere'" in detail["message"] and "configured: 'team', 'lab'" in detail["message"]
+    both = _tracking({"server": "lab", "tracking_uri": "mlruns"})
+    assert both["error_details"][0]["loc"] == ["opts", "tracking", "mlflow", "tracking_uri"]
+    assert "left out when server is given" in both["error_details"][0]["message"]
+
+    monkeypatch.delenv("CEREBROS_MLFLOW_SERVERS")
+    none = _tracking({"server": "lab"})["error_details"][0]["message"]
+    assert "none are configured" in none and "CEREBROS_MLFLOW_SERVERS" in none and "--mlflow-servers" in none
+
+
+def test_a_server_removed_after_validation_is_not_contacted(monkeypatch, tmp_path):
+    """The name is looked up again when the step runs: gone, the step fails without a URI."""
+    monkeypatch.setenv("CEREBROS_MLFLOW_SERVERS", "team=http://mlflow.internal:5000")
+    tracking = MlflowTracking(server="team")
+    monkeypatch.setenv("CEREBROS_MLFLOW_SERVERS", "")
+    from cerebros_service.errors import InputError
+
+    with pytest.raises(InputError) as gone:
+        tracking.store_uri()
+    assert gone.value.details[0].loc == ("opts", "tracking", "mlflow", "server")
+
+
+@pytest.mark.parametrize("raw, words", [
+    ("team", "has no '='"), ("=http://x", "empty name"), ("a=http://x,a=http://y", "names 'a' twice"),
+    ("a=not a url", "must be a tracking URI"),
+])
+def test_a_malformed_server_list_is_a_clear_error_naming_the_variable(raw, words, monkeypatch):
+    monkeypatch.setenv("CEREBROS_MLFLOW_SERVERS", raw)
+    failed = _tracking({"server": "a"})
+    assert failed["status"] == "failed" and failed["error_type"] == "internal_error"  # the operator's to fix
+    assert "CEREBROS_MLFLOW_SERVERS" in failed["error"] and words in failed["error"], failed["error"]

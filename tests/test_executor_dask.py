@@ -55,9 +55,16 @@ def cluster():
 
 
 @pytest.fixture
-def trainer(cluster):
+def local_cluster_named(cluster, monkeypatch):
+    """The shared cluster, configured by the operator as "test" (requests name it, never its address)."""
+    monkeypatch.setenv("CEREBROS_DASK_CLUSTERS", f"other=tcp://127.0.0.1:9,test={cluster[0].scheduler_address}")
+    return "test"
+
+
+@pytest.fixture
+def trainer(local_cluster_named):
     def make(**options):
-        executor = DaskExecutor(kind="dask", address=cluster[0].scheduler_address, workers=2, **options)
+        executor = DaskExecutor(kind="dask", cluster=local_cluster_named, workers=2, **options)
         opened = open_trainer(executor, device="cpu")
         made.append(opened)
         return opened
@@ -134,19 +141,24 @@ def test_units_follow_the_local_trainers_plan():
     assert [u.trials for u in sequential] == [[0], [1], [2], [3], [4]]
 
 
-def test_executor_opts_defaults_and_errors():
+def test_executor_opts_defaults_and_errors(monkeypatch):
     from cerebros_service.boundary.schema import check_part
     from cerebros_service.errors import InputError
 
+    monkeypatch.setenv("CEREBROS_DASK_CLUSTERS", "gpu=tcp://10.0.0.5:8786, cpu=tls://10.0.0.6:8786")
     processes = check_part("opts", {"executor": {"kind": "processes"}}).executor
     assert processes.model_dump() == {"kind": "processes", "workers": None, "trials_per_worker": 20,
                                       "memory_limit": None, "retries": 1, "timeout": 60.0}
-    dask_kind = check_part("opts", {"executor": {"kind": "dask", "address": "tcp://10.0.0.5:8786",
+    dask_kind = check_part("opts", {"executor": {"kind": "dask", "cluster": "cpu",
                                                  "memory_limit": "2GiB"}}).executor
     assert (dask_kind.workers, dask_kind.trials_per_worker, dask_kind.memory_limit) == (1, None, 2 * 2**30)
+    assert dask_kind.model_dump()["cluster"] == "cpu" and "address" not in dask_kind.model_dump()
+    assert dask_kind.scheduler_address() == "tls://10.0.0.6:8786"  # the operator's address for the name
     for executor, field, words in [
-        ({"kind": "dask"}, "address", "required"),
-        ({"kind": "dask", "address": "10.0.0.5"}, "address", "tcp://"),
+        ({"kind": "dask"}, "cluster", "required"),
+        ({"kind": "dask", "cluster": "tpu"}, "cluster", "configured: 'gpu', 'cpu'"),
+        ({"kind": "dask", "address": "tcp://10.0.0.5:8786"}, "address", "ask the operator"),
+        ({"kind": "dask", "cluster": "gpu", "address": "tcp://10.0.0.5:8786"}, "address", "CEREBROS_DASK_CLUSTERS"),
         ({"kind": "processes", "memory_limit": "lots"}, "memory_limit", "4GB"),
         ({"kind": "processes", "retries": -1}, "retries", "0"),
     ]:
@@ -170,15 +182,92 @@ def test_unreachable_scheduler_is_a_failed_result_not_a_hang(tmp_path, monkeypat
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    monkeypatch.setenv("CEREBROS_DASK_CLUSTERS", f"gone=tcp://127.0.0.1:{port}")
     started = time.monotonic()
     result = run_nas({"dataset_id": "iris", "training": {"epochs": 1}},
-                     {"run_id": "nowhere", "executor": {"kind": "dask", "address": f"tcp://127.0.0.1:{port}",
-                                                         "timeout": 2}})
+                     {"run_id": "nowhere", "executor": {"kind": "dask", "cluster": "gone", "timeout": 2}})
     assert time.monotonic() - started < 30
     assert result["status"] == "failed"
     assert result["metadata"]["error_type"] == "executor_error"
-    assert f"127.0.0.1:{port}" in result["error"]
+    assert f"127.0.0.1:{port}" in result["error"] and "'gone'" in result["error"]
+    assert result["error_details"][0]["loc"] == ["opts", "executor", "cluster"]
     assert not (tmp_path / "nowhere").exists()  # nothing was started, nothing left behind
+
+
+@pytest.mark.parametrize("executor", [
+    {"kind": "dask", "address": "ADDRESS"},
+    {"kind": "dask", "cluster": "test", "address": "ADDRESS"},
+    {"kind": "dask", "cluster": "ADDRESS"},
+])
+def test_a_request_that_gives_a_scheduler_address_is_refused_and_nothing_connects(executor, tmp_path,
+                                                                                   monkeypatch):
+    """A listening socket stands for the request writer's scheduler: no connection reaches it
+    (a Dask client would unpickle what it sends), and no run folder is made."""
+    from cerebros_service import run_nas
+
+    monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path))
+    monkeypatch.setenv("CEREBROS_DASK_CLUSTERS", "test=tcp://127.0.0.1:9")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        request = {key: address if value == "ADDRESS" else value for key, value in executor.items()}
+        result = run_nas({"dataset_id": "iris", "training": {"epochs": 1}},
+                         {"run_id": "hostile", "executor": {**request, "timeout": 2}})
+        time.sleep(0.2)  # a connection attempt, had there been one, would be queued by now
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    assert result["status"] == "failed" and result["error_type"] == "validation_error", result
+    (detail,) = result["error_details"]
+    field = "cluster" if "address" not in executor else "address"
+    assert detail["loc"] == ["opts", "executor", field]
+    assert "configured: 'test'" in detail["message"]
+    if field == "address":
+        assert "ask the operator" in detail["message"] and "CEREBROS_DASK_CLUSTERS" in detail["message"]
+    assert not (tmp_path / "hostile").exists()
+
+
+@pytest.mark.parametrize("raw, words", [
+    ("gpu", "has no '='"), ("=tcp://10.0.0.5:8786", "empty name"),
+    ("gpu=tcp://10.0.0.5:8786,gpu=tcp://10.0.0.6:8786", "names 'gpu' twice"),
+    ("gpu=http://10.0.0.5:8786", "must be a Dask scheduler address"),
+])
+def test_a_malformed_cluster_list_is_a_clear_error_naming_the_variable(raw, words, monkeypatch):
+    from cerebros_service import validate
+
+    monkeypatch.setenv("CEREBROS_DASK_CLUSTERS", raw)
+    failed = validate({"dataset_id": "iris"}, {"executor": {"kind": "dask", "cluster": "gpu"}})
+    assert failed["status"] == "failed" and failed["error_type"] == "internal_error"  # the operator's to fix
+    assert "CEREBROS_DASK_CLUSTERS" in failed["error"] and words in failed["error"], failed["error"]
+
+
+def test_the_cli_flag_names_the_clusters_and_a_bad_one_stops_the_command(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"spec": {"dataset_id": "iris"},
+                                   "opts": {"executor": {"kind": "dask", "cluster": "lab"}}}))
+    env = {key: value for key, value in os.environ.items() if key != "CEREBROS_DASK_CLUSTERS"}
+
+    def validate(*flags):
+        done = subprocess.run([sys.executable, "-m", "cerebros_service", "validate", "--input", str(request),
+                               *flags], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+        return done.returncode, json.loads(done.stdout)
+
+    code, answer = validate("--dask-clusters", "lab=tcp://10.0.0.5:8786")
+    assert (code, answer["status"]) == (0, "valid") and answer["opts"]["executor"]["cluster"] == "lab"
+    code, answer = validate()
+    assert code == 2 and answer["error_details"][0]["loc"] == ["opts", "executor", "cluster"]
+    assert "none are configured" in answer["error"] and "--dask-clusters" in answer["error"]
+    code, answer = validate("--dask-clusters", "lab")
+    assert code == 2 and answer["status"] == "failed"
+    assert "--dask-clusters" in answer["error"] and "has no '='" in answer["error"]
+    env["CEREBROS_DASK_CLUSTERS"] = "lab=tcp://10.0.0.5:8786,lab=tcp://10.0.0.6:8786"
+    code, answer = validate()  # a malformed variable ends the command at its start
+    assert code == 2 and "CEREBROS_DASK_CLUSTERS" in answer["error"] and "twice" in answer["error"]
 
 
 # --------------------------------------------------------------------------- on the shared cluster
@@ -346,7 +435,7 @@ def test_run_nas_with_processes_gives_each_worker_a_gpu_and_saves_in_the_caller(
 
 
 @pytest.mark.slow
-def test_a_job_with_the_dask_kind_runs_its_trials_on_the_cluster(cluster, tmp_path, monkeypatch):
+def test_a_job_with_the_dask_kind_runs_its_trials_on_the_cluster(local_cluster_named, tmp_path, monkeypatch):
     from cerebros_service.jobs.runner import JobRunner
 
     monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path))
@@ -355,7 +444,7 @@ def test_a_job_with_the_dask_kind_runs_its_trials_on_the_cluster(cluster, tmp_pa
         ack = runner.submit({"dataset_id": "iris", "training": {"epochs": 1}},
                             {"device": "cpu", "budget": {"max_trials": 2, "population_size": 2},
                              "after_run": {"onnx": False, "report": False},
-                             "executor": {"kind": "dask", "address": cluster[0].scheduler_address}})
+                             "executor": {"kind": "dask", "cluster": local_cluster_named}})
         result = runner.result(ack["job_id"], timeout=300)
     finally:
         runner.shutdown()
@@ -381,7 +470,7 @@ def test_records_match_a_local_run_in_sequential_mode_with_one_worker():
 
 
 @pytest.mark.slow
-def test_the_documented_cli_cluster_serves_a_search_and_losing_its_scheduler_is_an_executor_error():
+def test_the_documented_cli_cluster_serves_a_search_and_losing_its_scheduler_is_an_executor_error(monkeypatch):
     """`dask scheduler` and `dask worker tcp://…` as docs/scaling.md starts them."""
     import subprocess
     import sys
@@ -400,7 +489,8 @@ def test_the_documented_cli_cluster_serves_a_search_and_losing_its_scheduler_is_
     worker = subprocess.Popen([*command, "worker", address, "--nworkers", "1", "--nthreads", "1",
                                "--dashboard-address", ":0"], env={**os.environ, "CEREBROS_WORKER_THREADS": "1"})
     try:
-        used = open_trainer(DaskExecutor(kind="dask", address=address, workers=1, timeout=60), device="cpu")
+        monkeypatch.setenv("CEREBROS_DASK_CLUSTERS", f"cli={address}")
+        used = open_trainer(DaskExecutor(kind="dask", cluster="cli", workers=1, timeout=60), device="cpu")
         data = _training_data()
         try:
             out = used(_candidates(data, 1), data, tiny_training(epochs=1), "val_accuracy", "max",

@@ -244,3 +244,56 @@ def test_cli_flags_set_the_roots(tmp_path):
         input=request, capture_output=True, text=True, env=env, timeout=60)
     assert missing.returncode == 2
     assert json.loads(missing.stdout)["error_details"][0]["loc"] == ["data_root"]
+
+
+# --------------------------------------------------------------------------- endpoints are the operator's
+
+
+def test_configure_sets_the_clusters_and_servers_and_refuses_a_malformed_list(monkeypatch):
+    monkeypatch.setenv("CEREBROS_DASK_CLUSTERS", "")  # restored after the test
+    monkeypatch.setenv("CEREBROS_MLFLOW_SERVERS", "")
+    answer = configure(dask_clusters={"gpu": "tcp://10.0.0.5:8786", "cpu": "tls://10.0.0.6:8786"},
+                       mlflow_servers="team=http://mlflow.internal:5000")
+    assert answer["status"] == "configured", answer
+    assert answer["dask_clusters"] == {"gpu": "tcp://10.0.0.5:8786", "cpu": "tls://10.0.0.6:8786"}
+    assert answer["mlflow_servers"] == {"team": "http://mlflow.internal:5000"}
+    assert os.environ["CEREBROS_DASK_CLUSTERS"] == "gpu=tcp://10.0.0.5:8786,cpu=tls://10.0.0.6:8786"
+    valid = validate({"dataset_id": "iris"}, {"executor": {"kind": "dask", "cluster": "gpu"},
+                                              "tracking": {"mlflow": {"server": "team"}}})
+    assert valid["status"] == "valid", valid
+    for bad, words in [({"dask_clusters": {"": "tcp://10.0.0.5:8786"}}, "empty name"),
+                       ({"dask_clusters": "gpu=tcp://a:1,gpu=tcp://b:1"}, "names 'gpu' twice"),
+                       ({"mlflow_servers": {"team": 5000}}, "both strings"),
+                       ({"mlflow_servers": "team"}, "has no '='")]:
+        refused = configure(**bad)
+        assert refused["status"] == "failed" and words in refused["error"], (bad, refused)
+        variable = "CEREBROS_DASK_CLUSTERS" if "dask_clusters" in bad else "CEREBROS_MLFLOW_SERVERS"
+        assert refused["error_details"][0]["loc"] == ["env", variable]
+    assert os.environ["CEREBROS_DASK_CLUSTERS"] == "gpu=tcp://10.0.0.5:8786,cpu=tls://10.0.0.6:8786"  # unchanged
+
+
+def test_serve_flags_name_the_clusters_and_servers_a_request_picks(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CEREBROS_")}
+    requests = [
+        {"id": 1, "op": "validate", "spec": {"dataset_id": "iris"},
+         "opts": {"executor": {"kind": "dask", "cluster": "lab"}, "tracking": {"mlflow": {"server": "team"}}}},
+        {"id": 2, "op": "validate", "spec": {"dataset_id": "iris"},
+         "opts": {"executor": {"kind": "dask", "address": "tcp://attacker.test:8786"}}},
+        {"id": 3, "op": "validate", "spec": {"dataset_id": "iris"},
+         "opts": {"tracking": {"mlflow": {"tracking_uri": "https://attacker.test"}}}},
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "cerebros_service", "serve", "--artifacts-root", str(tmp_path / "runs"),
+         "--dask-clusters", "lab=tcp://10.0.0.5:8786", "--mlflow-servers", "team=http://mlflow.internal:5000"],
+        input="".join(json.dumps(r) + "\n" for r in requests), capture_output=True, text=True, env=env,
+        cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answers = {line["id"]: line["result"] for line in map(json.loads, done.stdout.splitlines()) if "result" in line}
+    assert answers[1]["status"] == "valid", answers[1]
+    assert answers[1]["opts"]["executor"]["cluster"] == "lab"
+    assert answers[1]["opts"]["tracking"]["mlflow"]["server"] == "team"
+    for request_id, field in ((2, ["opts", "executor", "address"]),
+                              (3, ["opts", "tracking", "mlflow", "tracking_uri"])):
+        refused = answers[request_id]
+        assert refused["error_type"] == "validation_error" and refused["error_details"][0]["loc"] == field
+        assert "ask the operator" in refused["error"]

@@ -491,11 +491,23 @@ def _memory_bytes(value: Any) -> int | None:
     return size
 
 
-def _scheduler_address(value: str) -> str:
-    if not re.fullmatch(r"(tcp|tls|ucx|ws|wss)://[^\s/]+:\d{1,5}", value):
-        raise ValueError("must be a Dask scheduler address such as 'tcp://10.0.0.5:8786' "
-                         f"(what `dask scheduler` prints), got {short_repr(value)}")
-    return value
+def _dask_cluster(name: str) -> str:
+    clusters = operator_config.dask_clusters()
+    if name not in clusters:
+        raise ValueError(f"names no Dask cluster of this service, got {short_repr(name)}; "
+                         + operator_config.configured_names(operator_config.DASK_CLUSTERS_ENV, list(clusters)))
+    return name
+
+
+def _refuse_address(data: Any) -> Any:
+    if isinstance(data, dict) and "address" in data:
+        names = list(operator_config.dask_clusters())
+        _problems([(("address",), (
+            "is not accepted: the service connects only to the Dask clusters its operator names; "
+            "ask the operator to configure this scheduler by name (name=URL in "
+            f"{operator_config.DASK_CLUSTERS_ENV}, or serve's --dask-clusters) and pick it with "
+            "opts.executor.cluster; " + operator_config.configured_names(operator_config.DASK_CLUSTERS_ENV, names)))])
+    return data
 
 
 class ProcessesExecutor(_Strict):
@@ -517,20 +529,33 @@ class ProcessesExecutor(_Strict):
 
 
 class DaskExecutor(_Strict):
-    """Trials on the workers of a running Dask scheduler at ``address`` (nothing is started
-    or stopped); the search loop stays in the caller. ``workers``: how many workers must
+    """Trials on the workers of a running Dask scheduler, the one the operator named
+    ``cluster`` (operator_config.dask_clusters(); a request never gives an address):
+    nothing is started or stopped, and the search loop stays in the caller. ``workers``: how many workers must
     have joined before the search starts, waiting up to ``timeout`` seconds (which also
     bounds reaching the scheduler). Workers are restarted (``trials_per_worker``,
     ``memory_limit``) only when asked: they may be shared.
     """
 
     kind: Literal["dask"]
-    address: Annotated[str, AfterValidator(_scheduler_address)] = Field(max_length=2048)
+    cluster: Annotated[str, AfterValidator(_dask_cluster)] = Field(min_length=1, max_length=64)
     workers: int = Field(1, ge=1, le=100_000)
     trials_per_worker: int | None = Field(None, ge=1, le=100_000)
     memory_limit: Annotated[Any, AfterValidator(_memory_bytes)] = None  # bytes once checked
     retries: int = Field(1, ge=0, le=10)
     timeout: float = Field(30.0, gt=0, le=3600)
+
+    _no_address = model_validator(mode="before")(_refuse_address)
+
+    def scheduler_address(self) -> str:
+        """The address the operator gave ``cluster``; InputError when it is no longer configured."""
+        clusters = operator_config.dask_clusters()
+        if self.cluster not in clusters:
+            message = (f"names no Dask cluster of this service, got {short_repr(self.cluster)}; "
+                       + operator_config.configured_names(operator_config.DASK_CLUSTERS_ENV, list(clusters)))
+            raise InputError(f"Invalid request: opts.executor.cluster: {message}.",
+                             [ErrorDetail(("opts", "executor", "cluster"), message)])
+        return clusters[self.cluster]
 
 
 # Where a search runs. One model per kind; a new kind is a new model here and a new
@@ -574,7 +599,8 @@ def _execution(value: Any) -> Any:
 
 def _tracking_store_inside_root(uri: str | None) -> str | None:
     """A local MLflow store (a folder, a file: or sqlite: URI) must lie under the artifacts
-    root, like every path a request names; it comes back absolute. Servers pass as given."""
+    root, like every path a request names; it comes back absolute. A server's URL is refused:
+    servers are the operator's, picked by name (``server``)."""
     if uri is None:
         return None
     from urllib.parse import unquote, urlparse
@@ -583,7 +609,13 @@ def _tracking_store_inside_root(uri: str | None) -> str | None:
 
     parsed = urlparse(uri)
     if parsed.scheme not in ("", "file", "sqlite"):
-        return uri  # a tracking server (http, https, databricks, …)
+        names = list(operator_config.mlflow_servers())
+        raise ValueError(
+            f"names a tracking server ({short_repr(parsed.scheme + ':…')}), which a request may not: the service "
+            "sends data only to the MLflow servers its operator names; ask the operator to configure it by "
+            f"name (name=URL in {operator_config.MLFLOW_SERVERS_ENV}, or serve's --mlflow-servers) and pick it "
+            "with opts.tracking.mlflow.server; "
+            + operator_config.configured_names(operator_config.MLFLOW_SERVERS_ENV, names))
     if parsed.scheme == "sqlite" and not uri.startswith("sqlite:///"):
         raise ValueError("must be sqlite:///<path> for an SQLite store")
     path = uri[len("sqlite:///"):] if parsed.scheme == "sqlite" else (
@@ -597,14 +629,44 @@ def _tracking_store_inside_root(uri: str | None) -> str | None:
     return f"sqlite:///{real}" if parsed.scheme == "sqlite" else real.as_uri()
 
 
+def _mlflow_server(name: str | None) -> str | None:
+    servers = operator_config.mlflow_servers()
+    if name is not None and name not in servers:
+        raise ValueError(f"names no MLflow server of this service, got {short_repr(name)}; "
+                         + operator_config.configured_names(operator_config.MLFLOW_SERVERS_ENV, list(servers)))
+    return name
+
+
 class MlflowTracking(_Strict):
     """Log the search to MLflow (the ``mlflow`` extra): params, per-trial metrics, model, run folder."""
 
-    # None: MLflow's own default ($MLFLOW_TRACKING_URI). A local store is confined to the
-    # artifacts root (a relative path is relative to it); a server URL is used as given.
+    # A tracking server the operator named (operator_config.mlflow_servers()), by its name.
+    server: Annotated[str | None, AfterValidator(_mlflow_server)] = Field(None, min_length=1, max_length=64)
+    # Or a local store, confined to the artifacts root (a relative path is relative to it).
+    # Neither: MLflow's own default ($MLFLOW_TRACKING_URI, the operator's environment).
     tracking_uri: Annotated[str | None, AfterValidator(_tracking_store_inside_root)] = Field(
         None, min_length=1, max_length=2048)
     experiment: str = Field("cerebros", min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _one_store(self) -> "MlflowTracking":
+        if self.server is not None and self.tracking_uri is not None:
+            _problems([(("tracking_uri",), "must be left out when server is given: the run is logged "
+                                           "to one place, the named server or a local store")])
+        return self
+
+    def store_uri(self) -> str | None:
+        """Where MLflow writes: the named server's URI, the local store, or None (MLflow's default).
+        InputError when the server is no longer configured."""
+        if self.server is None:
+            return self.tracking_uri
+        servers = operator_config.mlflow_servers()
+        if self.server not in servers:
+            message = (f"names no MLflow server of this service, got {short_repr(self.server)}; "
+                       + operator_config.configured_names(operator_config.MLFLOW_SERVERS_ENV, list(servers)))
+            raise InputError(f"Invalid request: opts.tracking.mlflow.server: {message}.",
+                             [ErrorDetail(("opts", "tracking", "mlflow", "server"), message)])
+        return servers[self.server]
 
 
 class TrackingOpts(_Strict):

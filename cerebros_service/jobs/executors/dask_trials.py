@@ -453,19 +453,21 @@ def _local_cluster(executor, device: str, backend: str) -> DaskTrainer:
 def _connect(executor, device: str, backend: str) -> DaskTrainer:
     from distributed import Client
 
-    address, timeout = executor.address, executor.timeout
+    # The operator's address for the cluster the request named (never one a request gave).
+    address, timeout = executor.scheduler_address(), executor.timeout
+    where = f"the Dask scheduler of cluster {executor.cluster!r} ({address})"
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
     except Exception as exc:  # noqa: BLE001 - OSError, TimeoutError, a refused handshake
-        message = (f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({describe(exc)}); "
-                   "start one with `dask scheduler`, or fix opts.executor.address")
-        raise ExecutorError(message, [ErrorDetail(("opts", "executor", "address"), message)]) from exc
+        message = (f"cannot reach {where} within {timeout:g} s ({describe(exc)}); the operator starts it "
+                   "with `dask scheduler`, or names another cluster")
+        raise ExecutorError(message, [ErrorDetail(("opts", "executor", "cluster"), message)]) from exc
     try:
         client.wait_for_workers(executor.workers, timeout=timeout)
     except Exception as exc:  # noqa: BLE001
         have = len(scheduler_info(client).get("workers", {}))
         client.close()
-        message = (f"the Dask scheduler at {address} has {have} worker(s), fewer than opts.executor.workers "
+        message = (f"{where} has {have} worker(s), fewer than opts.executor.workers "
                    f"({executor.workers}), after {timeout:g} s; start workers with `dask worker {address}`")
         raise ExecutorError(message, [ErrorDetail(("opts", "executor", "workers"), message)]) from exc
     setup = WorkerSetup(backend=backend, device=device)
