@@ -31,6 +31,7 @@ def test_a_fresh_call_ends_within_its_budget_and_says_why(tmp_path):
             {{"budget": {{"max_time_seconds": {BUDGET_S}, "max_trials": 1000}}}})
         print(json.dumps({{"status": result["status"], "error": result.get("error"),
                           "stopped_because": result.get("metadata", {{}}).get("stopped_because"),
+                          "delivered_model": result.get("delivered_model"),
                           "after_run": result.get("after_run"), "call_s": time.monotonic() - started}}))
     """)
     env = {**os.environ, "CEREBROS_ARTIFACTS_ROOT": str(tmp_path)}
@@ -41,6 +42,7 @@ def test_a_fresh_call_ends_within_its_budget_and_says_why(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["status"] == "success", result["error"]
     assert result["stopped_because"] == "max_time_seconds"
+    assert result["delivered_model"] == "ensemble"  # chosen and saved inside the budget, too
     # within max(2 s, 10%) of the budget, counted from before the package's import
     assert result["call_s"] <= BUDGET_S + max(2.0, 0.1 * BUDGET_S), result
     # the interpreter's own start and exit add little on top
