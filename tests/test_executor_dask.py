@@ -300,6 +300,27 @@ def test_records_match_a_local_run_and_workers_pin_their_threads(cluster, traine
     assert used.dataset_copies == 1  # scattered once for the run, not per generation or unit
 
 
+def test_run_nas_reaches_the_cluster_the_operator_named(local_cluster_named, cluster, tmp_path, monkeypatch):
+    """The front door by name: the request says "test", the operator's variable says where."""
+    from cerebros_service import run_nas
+
+    def transitions(dask_scheduler):
+        return dask_scheduler.transition_counter
+
+    monkeypatch.setenv("CEREBROS_ARTIFACTS_ROOT", str(tmp_path))
+    before = cluster[1].run_on_scheduler(transitions)
+    result = run_nas({"dataset_id": "iris", "training": {"epochs": 1},
+                      "search_space": {"max_levels": 1, "max_units_per_level": 1, "max_neurons": 8}},
+                     {"run_id": "by-name", "device": "cpu", "budget": {"max_trials": 2, "population_size": 2},
+                      "after_run": {"onnx": False, "report": False},
+                      "executor": {"kind": "dask", "cluster": local_cluster_named, "workers": 2}})
+    assert result["status"] == "success", result
+    executor = result["metadata"]["executor"]
+    assert executor["kind"] == "dask" and executor["tasks"] >= 1
+    # The trials ran through the shared cluster's scheduler, not on a cluster of the run's own.
+    assert cluster[1].run_on_scheduler(transitions) > before
+
+
 def test_max_time_seconds_stops_running_trials_and_sends_no_more(trainer):
     data = _training_data()
     used = trainer()
