@@ -123,7 +123,7 @@ def configured_names(variable: str, names: list[str] | dict) -> str:
 
 _ENDPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _DASK_ADDRESS = re.compile(r"(tcp|tls|ucx|ws|wss|inproc)://[^\s/,]+(:\d{1,5})?")
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:\S*|databricks")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s,]*|databricks")  # a comma would split the list
 
 
 def _endpoints(variable: str, raw: str | dict) -> dict[str, str]:

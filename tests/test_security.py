@@ -264,7 +264,8 @@ def test_configure_sets_the_clusters_and_servers_and_refuses_a_malformed_list(mo
     for bad, words in [({"dask_clusters": {"": "tcp://10.0.0.5:8786"}}, "empty name"),
                        ({"dask_clusters": "gpu=tcp://a:1,gpu=tcp://b:1"}, "names 'gpu' twice"),
                        ({"mlflow_servers": {"team": 5000}}, "both strings"),
-                       ({"mlflow_servers": "team"}, "has no '='")]:
+                       ({"mlflow_servers": "team"}, "has no '='"),
+                       ({"mlflow_servers": {"team": "http://a,b"}}, "must be a tracking URI")]:
         refused = configure(**bad)
         assert refused["status"] == "failed" and words in refused["error"], (bad, refused)
         variable = "CEREBROS_DASK_CLUSTERS" if "dask_clusters" in bad else "CEREBROS_MLFLOW_SERVERS"
