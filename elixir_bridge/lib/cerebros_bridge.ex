@@ -20,8 +20,10 @@ defmodule CerebrosBridge do
   Bridge options (atom keys: `:invoker`, `:timeout_ms`, `:notify`,
   `:max_concurrent_jobs`, `:python_executable`, `:python_path`) are taken out of the
   options, per call or from `config :cerebros_bridge`; everything else goes to Python.
-  The operator's settings (`:data_root`, `:artifacts_root`, `:limits`) come from
-  `config :cerebros_bridge` only: no call can name or widen them.
+  The operator's settings (`:data_root`, `:artifacts_root`, `:limits`,
+  `:dask_clusters`, `:mlflow_servers`) come from `config :cerebros_bridge` only: no
+  call can name or widen them. A request picks a Dask cluster or an MLflow server by
+  the name given in `:dask_clusters` / `:mlflow_servers`, never by its address.
 
   After a search, `predict/3` applies a run's best model to new samples.
 

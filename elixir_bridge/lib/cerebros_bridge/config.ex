@@ -1,8 +1,9 @@
 defmodule CerebrosBridge.Config do
   @moduledoc false
   # Bridge options: per call, over `config :cerebros_bridge, ...`, over defaults; and
-  # the operator's settings (`data_root`, `artifacts_root`, `limits`), which only the
-  # application config sets: a call cannot name them (Keyword.validate! refuses them).
+  # the operator's settings (`data_root`, `artifacts_root`, `limits`, `dask_clusters`,
+  # `mlflow_servers`), which only the application config sets: a call cannot name them
+  # (Keyword.validate! refuses them).
 
   @root Path.expand("../../..", __DIR__)
 
@@ -14,7 +15,9 @@ defmodule CerebrosBridge.Config do
             max_concurrent_jobs: 1,
             data_root: nil,
             artifacts_root: nil,
-            limits: %{}
+            limits: %{},
+            dask_clusters: %{},
+            mlflow_servers: %{}
 
   @type t :: %__MODULE__{}
 
@@ -66,7 +69,9 @@ defmodule CerebrosBridge.Config do
       | python_path: Enum.map(config.python_path, &Path.expand/1),
         data_root: root(:data_root, System.get_env("CEREBROS_DATA_ROOT")),
         artifacts_root: root(:artifacts_root, nil),
-        limits: limits(Application.get_env(:cerebros_bridge, :limits, %{}))
+        limits: limits(Application.get_env(:cerebros_bridge, :limits, %{})),
+        dask_clusters: endpoints(:dask_clusters),
+        mlflow_servers: endpoints(:mlflow_servers)
     }
   end
 
@@ -76,7 +81,17 @@ defmodule CerebrosBridge.Config do
     %{"data_root" => config.data_root, "artifacts_root" => config.artifacts_root}
     |> Map.reject(fn {_key, value} -> is_nil(value) end)
     |> then(&if config.limits == %{}, do: &1, else: Map.put(&1, "limits", config.limits))
+    |> put_unless_empty("dask_clusters", config.dask_clusters)
+    |> put_unless_empty("mlflow_servers", config.mlflow_servers)
   end
+
+  # %{"gpu" => "tcp://10.0.0.5:8786"} as `serve`'s flag value: "gpu=tcp://10.0.0.5:8786,…".
+  @spec endpoint_list(map()) :: String.t()
+  def endpoint_list(endpoints),
+    do: Enum.map_join(Enum.sort(endpoints), ",", fn {name, url} -> "#{name}=#{url}" end)
+
+  defp put_unless_empty(map, _key, endpoints) when map_size(endpoints) == 0, do: map
+  defp put_unless_empty(map, key, endpoints), do: Map.put(map, key, endpoints)
 
   defp valid?(:invoker, value), do: value in [:auto, :pythonx, :subprocess]
   defp valid?(:python_path, value), do: Enum.all?(value, &is_binary/1)
@@ -125,6 +140,47 @@ defmodule CerebrosBridge.Config do
         ArgumentError,
         "config :cerebros_bridge, :limits must be a map or keyword list, got: #{inspect(other)}"
       )
+
+  # The Dask clusters or MLflow servers a request may pick by name, as
+  # %{"name" => "url"} from a map or keyword list with atom or string names; Python
+  # checks each URL's form (operator_config.py), the bridge the shape of the list.
+  defp endpoints(key) do
+    case Application.get_env(:cerebros_bridge, key, %{}) do
+      endpoints when is_map(endpoints) or is_list(endpoints) ->
+        Enum.map(endpoints, fn
+          {name, url} when (is_atom(name) or is_binary(name)) and is_binary(url) ->
+            name = to_string(name)
+
+            unless name =~ ~r/\A[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\z/ do
+              raise ArgumentError,
+                    "config :cerebros_bridge, #{inspect(key)}: a name must be 1-64 letters, digits, '_', '.' or '-', got: #{inspect(name)}"
+            end
+
+            unless url =~ ~r/\A[^\s,]+\z/ do
+              raise ArgumentError,
+                    "config :cerebros_bridge, #{inspect(key)}: the URL of #{inspect(name)} must hold no spaces or commas, got: #{inspect(url)}"
+            end
+
+            {name, url}
+
+          other ->
+            raise ArgumentError,
+                  "config :cerebros_bridge, #{inspect(key)}: each entry must be a name and a URL (a string), got: #{inspect(other)}"
+        end)
+        |> Enum.reduce(%{}, fn {name, url}, acc ->
+          if Map.has_key?(acc, name) do
+            raise ArgumentError,
+                  "config :cerebros_bridge, #{inspect(key)}: names #{inspect(name)} twice"
+          end
+
+          Map.put(acc, name, url)
+        end)
+
+      other ->
+        raise ArgumentError,
+              "config :cerebros_bridge, #{inspect(key)} must be a map or keyword list of name => URL, got: #{inspect(other)}"
+    end
+  end
 
   # CEREBROS_PYTHON, else this checkout's virtual environment, else python3.
   defp default_python do

@@ -16,7 +16,8 @@ defmodule CerebrosBridge.Pythonx do
   # Evaluated once. `thread_entry` is defined by this eval on purpose: a Python thread
   # can message Elixir (and print) only when its first frame comes from an eval's code.
   # `operator` (JSON) holds the operator's settings that are configured (data_root,
-  # artifacts_root, limits); the answer of configure is left in `configured` (JSON).
+  # artifacts_root, limits, dask_clusters, mlflow_servers); the answer of configure is
+  # left in `configured` (JSON).
   @init_code """
   import json, sys
   for _entry in reversed(paths):

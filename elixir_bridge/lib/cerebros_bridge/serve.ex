@@ -8,8 +8,9 @@ defmodule CerebrosBridge.Serve do
   # `{"id", "job_id", "done"}` line, forwarded to its subscriber as `{:cerebros_job, map}`.
   # Searches run in worker processes of that Python, so it never loads TensorFlow.
   #
-  # The operator's settings (config :cerebros_bridge, data_root/artifacts_root/limits)
-  # become `--data-root`, `--artifacts-root` and CEREBROS_MAX_* variables. Binary
+  # The operator's settings (config :cerebros_bridge, data_root/artifacts_root/limits/
+  # dask_clusters/mlflow_servers) become `--data-root`, `--artifacts-root`,
+  # CEREBROS_MAX_* variables, `--dask-clusters` and `--mlflow-servers`. Binary
   # arrays (register_dataset, predict) travel as .npy files under that serve process's
   # data root: the configured one, else a private temporary folder made for it (then
   # file sources can read only the files the bridge wrote), removed when it ends.
@@ -140,7 +141,9 @@ defmodule CerebrosBridge.Serve do
         [python, "-m", "cerebros_service", "serve"] ++
           ["--max-concurrent-jobs", "#{config.max_concurrent_jobs}"] ++
           ["--data-root", config.data_root || private] ++
-          if(config.artifacts_root, do: ["--artifacts-root", config.artifacts_root], else: [])
+          if(config.artifacts_root, do: ["--artifacts-root", config.artifacts_root], else: []) ++
+          endpoint_flag("--dask-clusters", config.dask_clusters) ++
+          endpoint_flag("--mlflow-servers", config.mlflow_servers)
 
       pythonpath = Enum.join(config.python_path ++ List.wrap(System.get_env("PYTHONPATH")), ":")
 
@@ -183,6 +186,12 @@ defmodule CerebrosBridge.Serve do
         {:stop, {:shutdown, error}}
     end
   end
+
+  # `--dask-clusters name=URL,…` (or `--mlflow-servers`) when the operator configured some.
+  defp endpoint_flag(_flag, endpoints) when map_size(endpoints) == 0, do: []
+
+  defp endpoint_flag(flag, endpoints),
+    do: [flag, CerebrosBridge.Config.endpoint_list(endpoints)]
 
   defp private_dir do
     dir =

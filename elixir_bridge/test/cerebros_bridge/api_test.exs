@@ -46,7 +46,13 @@ defmodule CerebrosBridge.APITest do
   end
 
   test "the operator's roots and limits are the application config's: a call cannot name them" do
-    for {key, value} <- [data_root: "/", artifacts_root: "/tmp", limits: %{max_cells: 1}] do
+    for {key, value} <- [
+          data_root: "/",
+          artifacts_root: "/tmp",
+          limits: %{max_cells: 1},
+          dask_clusters: %{"mine" => "tcp://attacker.test:8786"},
+          mlflow_servers: %{"mine" => "https://attacker.test"}
+        ] do
       assert_raise ArgumentError, ~r/unknown keys \[#{inspect(key)}\]/, fn ->
         CerebrosBridge.register_dataset("d", [[1.0]], [0], [{key, value}])
       end
@@ -70,7 +76,12 @@ defmodule CerebrosBridge.APITest do
           {:artifacts_root, ~c"runs", ~r/:artifacts_root must be a folder's path/},
           {:limits, %{max_rows: 5}, ~r/unknown limit "max_rows"; known: max_file_bytes/},
           {:limits, [max_cells: 0], ~r/a positive integer, got: {:max_cells, 0}/},
-          {:limits, "big", ~r/:limits must be a map or keyword list/}
+          {:limits, "big", ~r/:limits must be a map or keyword list/},
+          {:dask_clusters, "gpu=tcp://10.0.0.5:8786", ~r/:dask_clusters must be a map or keyword list/},
+          {:dask_clusters, %{"gpu" => 8786}, ~r/:dask_clusters: each entry must be a name and a URL/},
+          {:dask_clusters, %{"g p u" => "tcp://10.0.0.5:8786"}, ~r/a name must be 1-64 letters/},
+          {:mlflow_servers, [team: "http://a,b"], ~r/:mlflow_servers: the URL of "team" must hold no/},
+          {:mlflow_servers, [team: "http://a", team: "http://b"], ~r/:mlflow_servers: names "team" twice/}
         ] do
       Application.put_env(:cerebros_bridge, key, value)
 

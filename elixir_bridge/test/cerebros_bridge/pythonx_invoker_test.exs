@@ -174,7 +174,7 @@ defmodule CerebrosBridge.PythonxInvokerTest do
       File.mkdir_p!(dir)
 
       on_exit(fn ->
-        for key <- [:data_root, :artifacts_root, :limits],
+        for key <- [:data_root, :artifacts_root, :limits, :dask_clusters, :mlflow_servers],
             do: Application.delete_env(:cerebros_bridge, key)
 
         File.rm_rf(dir)
@@ -198,6 +198,17 @@ defmodule CerebrosBridge.PythonxInvokerTest do
       CerebrosBridge.Pythonx.reset()
       assert {:ok, _} = CerebrosBridge.ping(invoker: :pythonx)
       assert Double.operator()["artifacts_root"] == Path.join(dir, "runs")
+    end
+
+    test "the init eval hands Python the named Dask clusters and MLflow servers" do
+      Application.put_env(:cerebros_bridge, :dask_clusters, gpu: "tcp://10.0.0.5:8786")
+      Application.put_env(:cerebros_bridge, :mlflow_servers, %{"team" => "http://mlflow.internal:5000"})
+      assert {:ok, _} = CerebrosBridge.ping(invoker: :pythonx)
+
+      assert Double.operator() == %{
+               "dask_clusters" => %{"gpu" => "tcp://10.0.0.5:8786"},
+               "mlflow_servers" => %{"team" => "http://mlflow.internal:5000"}
+             }
     end
 
     test "settings Python refuses are an :unavailable error naming the key; the next call tries again",

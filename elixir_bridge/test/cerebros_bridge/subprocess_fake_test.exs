@@ -47,7 +47,7 @@ defmodule CerebrosBridge.SubprocessFakeTest do
   describe "the operator's settings" do
     setup do
       on_exit(fn ->
-        for key <- [:data_root, :artifacts_root, :limits],
+        for key <- [:data_root, :artifacts_root, :limits, :dask_clusters, :mlflow_servers],
             do: Application.delete_env(:cerebros_bridge, key)
       end)
     end
@@ -77,6 +77,28 @@ defmodule CerebrosBridge.SubprocessFakeTest do
       assert tail =~ "cells: 1000\n"
     end
 
+    test "serve gets the configured Dask clusters and MLflow servers as name=URL flags", %{
+      tmp_dir: dir
+    } do
+      Application.put_env(:cerebros_bridge, :data_root, dir)
+
+      Application.put_env(:cerebros_bridge, :dask_clusters,
+        gpu: "tcp://10.0.0.5:8786",
+        cpu: "tls://10.0.0.6:8786"
+      )
+
+      Application.put_env(:cerebros_bridge, :mlflow_servers, %{
+        "team" => "http://mlflow.internal:5000"
+      })
+
+      assert {:error, %Error{type: :worker_crashed, details: %{"stderr_tail" => tail}}} =
+               CerebrosBridge.ping(opts(echo_serve(dir)))
+
+      assert tail =~
+               "--data-root #{dir} --dask-clusters cpu=tls://10.0.0.6:8786,gpu=tcp://10.0.0.5:8786 " <>
+                 "--mlflow-servers team=http://mlflow.internal:5000\n"
+    end
+
     test "without a configured data root serve gets a private folder, removed when it ends", %{
       tmp_dir: dir
     } do
@@ -89,6 +111,7 @@ defmodule CerebrosBridge.SubprocessFakeTest do
                private =~ "cerebros-bridge-data-"
 
       refute tail =~ "--artifacts-root"
+      refute tail =~ "--dask-clusters" or tail =~ "--mlflow-servers"
       assert tail =~ "cells: \n"
       wait_until(fn -> not File.exists?(private) end)
     end

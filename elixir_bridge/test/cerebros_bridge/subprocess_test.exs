@@ -59,6 +59,45 @@ defmodule CerebrosBridge.SubprocessTest do
     assert String.split(names) == CerebrosBridge.Config.limit_names()
   end
 
+  test "a request picks a Dask cluster and an MLflow server by the name the application config gives",
+       %{dir: dir} do
+    Application.put_env(:cerebros_bridge, :dask_clusters, lab: "tcp://10.0.0.5:8786")
+    Application.put_env(:cerebros_bridge, :mlflow_servers, %{"team" => "http://mlflow.internal:5000"})
+
+    try do
+      named = [executor: %{kind: "dask", cluster: "lab"}, tracking: %{mlflow: %{server: "team"}}]
+
+      assert {:ok, %{"status" => "valid", "opts" => checked}} =
+               CerebrosBridge.validate(%{dataset_id: "iris"}, opts(dir, named))
+
+      assert checked["executor"]["cluster"] == "lab"
+      assert checked["tracking"]["mlflow"]["server"] == "team"
+
+      # An address or a server URL in a request is refused by Python, naming the operator's setting.
+      assert {:error, %Error{type: :validation_error, message: message, details: [detail]}} =
+               CerebrosBridge.validate(
+                 %{dataset_id: "iris"},
+                 opts(dir, executor: %{kind: "dask", address: "tcp://attacker.test:8786"})
+               )
+
+      assert detail["loc"] == ["opts", "executor", "address"]
+      assert message =~ "ask the operator" and message =~ "CEREBROS_DASK_CLUSTERS"
+      assert message =~ "configured: 'lab'"
+
+      assert {:error, %Error{type: :validation_error, details: [detail]}} =
+               CerebrosBridge.validate(
+                 %{dataset_id: "iris"},
+                 opts(dir, tracking: %{mlflow: %{tracking_uri: "https://attacker.test"}})
+               )
+
+      assert detail["loc"] == ["opts", "tracking", "mlflow", "tracking_uri"]
+      assert detail["message"] =~ "configured: 'team'"
+    after
+      Application.delete_env(:cerebros_bridge, :dask_clusters)
+      Application.delete_env(:cerebros_bridge, :mlflow_servers)
+    end
+  end
+
   test "validate, a binary dataset, a search with events, predict; TensorFlow only in the worker",
        %{dir: dir, data: data} do
     assert {:ok, %{"pid" => os_pid, "tensorflow_loaded" => false}} =
