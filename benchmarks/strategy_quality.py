@@ -82,9 +82,6 @@ PEER_TRIALS = 30  # KerasTuner's trial cap (about our trials at the full budget 
 HERE = Path(__file__).resolve().parent
 # Ensemble methods scored on every search of ours: (method, size); POOL trials are kept for them.
 ENSEMBLES = (("average", 5), ("average", 10), ("average", 20), ("average", 30), ("greedy", 20))
-# The same averages with the pool re-ranked by validation value, then validation LOSS (not
-# the earlier trial): on small validation splits dozens of trials tie on accuracy.
-LOSS_TIED = (10, 20)
 POOL = max(size for _, size in ENSEMBLES)
 DEFAULT_ENSEMBLE = f"{'avg' if EnsembleSettings.method == 'average' else 'greedy'}{EnsembleSettings.size}"
 
@@ -197,28 +194,12 @@ def ensemble_scores(pool, metric: str) -> dict:
             continue
         name = f"{'avg' if method == 'average' else 'greedy'}{size}"
         scores[name] = _scored(pool, chosen, metric)
-    order = _by_value_then_loss(pool, metric)
-    for size in LOSS_TIED:
-        chosen = select_members(pool.task, pool.y_validation, pool.validation[:, order], method="average", size=size)
-        if chosen:
-            scores[f"avg{size}L"] = _scored(pool, [(order[k], w) for k, w in chosen], metric)
     return scores
 
 
 def _scored(pool, chosen: list, metric: str) -> dict:
     return {"validation": score(pool.task, pool.y_validation, combine(pool.validation, chosen))[metric],
             "test": score(pool.task, pool.y_test, combine(pool.test, chosen))[metric], "members": len(chosen)}
-
-
-def _by_value_then_loss(pool, metric: str) -> list[int]:
-    """Pool indices by validation value (best first), then validation loss, then the given order."""
-    from cerebros_service.search.scoring import score_population
-
-    scores = score_population(pool.task, pool.y_validation, pool.validation)
-    sign = -1.0 if metric in ("accuracy", "auc") else 1.0
-    keys = [(sign * v if np.isfinite(v) else np.inf, l if np.isfinite(l) else np.inf, k)
-            for k, (v, l) in enumerate(zip(scores[metric], scores["loss"]))]
-    return [k for *_, k in sorted(keys)]
 
 
 def _with_ensembles(rows: list[dict]) -> list[dict]:

@@ -69,20 +69,21 @@ def test_multiclass_probabilities_are_averaged_and_stay_probabilities():
     np.testing.assert_allclose(combine(p, chosen).sum(axis=1), 1.0)
 
 
-def _record(trial: int, value, weights=True, status="completed") -> TrialRecord:
+def _record(trial: int, value, weights=True, status="completed", val_loss=None) -> TrialRecord:
     return TrialRecord(trial=trial, generation=0, status=status, architecture={}, metric="val_accuracy",
                        value=value, best_epoch=1, epochs_run=1, duration_s=0.1, first_epoch_s=0.1, params=1,
-                       weights={"head": [np.zeros(1)]} if weights else None)
+                       history={"val_loss": [val_loss]}, weights={"head": [np.zeros(1)]} if weights else None)
 
 
-def test_the_pool_keeps_the_best_trials_weights_ties_to_the_earlier_trial():
-    pool = MemberPool(3, "max")
-    for record in (_record(0, 0.8), _record(1, 0.9), _record(2, 0.9), _record(3, 0.95),
-                   _record(4, None, status="failed"), _record(5, 0.99, weights=False), _record(6, 0.5),
-                   _record(7, float("nan"))):
+def test_the_pool_keeps_the_best_trials_weights_ties_by_validation_loss_then_the_earlier_trial():
+    pool = MemberPool(4, "max")
+    for record in (_record(0, 0.8), _record(1, 0.9, val_loss=0.3), _record(2, 0.9, val_loss=0.2),
+                   _record(3, 0.95), _record(4, None, status="failed"), _record(5, 0.99, weights=False),
+                   _record(6, 0.5), _record(7, float("nan")), _record(8, 0.9, val_loss=0.2)):
         pool.offer(record)
-    assert [r.trial for r in pool.records] == [3, 1, 2]
-    assert MemberPool(0, "max").capacity == 0
+    # 2 and 8 tie on value and loss: the earlier first; 1's higher loss puts it after both
+    assert [r.trial for r in pool.records] == [3, 2, 8, 1]
+    assert MemberPool(0, "max").offer(_record(9, 1.0)) is False
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -123,7 +124,8 @@ def test_the_saved_ensemble_reproduces_its_members_average_in_a_fresh_process(en
     ensemble = outcome.ensemble
     members = ensemble["members"]
     assert len(members) == 4 and sum(m["weight"] for m in members) == pytest.approx(1.0)
-    assert members[0]["trial"] == outcome.best.trial  # the best-ranked trial comes first
+    values = {t.trial: t.value for t in outcome.trials}
+    assert values[members[0]["trial"]] == outcome.best.value  # a trial of the best value comes first
     pool = outcome.ensemble_pool
     chosen = [(pool.trials.index(m["trial"]), m["weight"]) for m in members]
     # the members' outputs on the held-out rows, averaged with the members' weights

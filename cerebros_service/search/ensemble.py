@@ -9,7 +9,10 @@ training: the trials were trained anyway and their best-epoch weights were kept.
 Three parts, used in this order by the run loop (run.py):
 
 - ``MemberPool`` keeps the best-epoch weights of the ``capacity`` best trials while the
-  search runs (the one order of results, settings.trial_standing), and drops the rest.
+  search runs, and drops the rest. Best by validation value, then by validation LOSS,
+  then the earlier trial: dozens of trials tie on a small split's accuracy, and among
+  them the lower loss made the better members (docs/benchmarks.md, "The delivered
+  ensemble"). The run's single best keeps the one order of results (no loss).
 - ``select_members`` picks the members and their weights from the pool's validation
   predictions, in numpy: ``"average"`` (the best ``size`` by validation, equal weights)
   or ``"greedy"`` (Caruana's selection with replacement on the validation LOSS,
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..settings import Direction, EnsembleSettings, Task, standing_key
+from ..settings import Direction, EnsembleSettings, Standing, Task, standing_key
 from .records import TrialRecord
 from .scoring import score_population
 
@@ -47,6 +50,11 @@ class Member:
         return {"trial": self.trial, "weight": self.weight}
 
 
+def member_standing(record: TrialRecord) -> Standing:
+    """How a trial stands as a candidate member: value, then validation loss, then the earlier trial."""
+    return Standing(record.value, record.at_best_epoch("val_loss"), record.trial)
+
+
 class MemberPool:
     """The best ``capacity`` completed trials that came back with weights, best first."""
 
@@ -60,7 +68,7 @@ class MemberPool:
                 or record.value is None or not math.isfinite(record.value)):
             return False
         self._records.append(record)
-        self._records.sort(key=lambda r: standing_key(r.standing(), self.direction))
+        self._records.sort(key=lambda r: standing_key(member_standing(r), self.direction))
         del self._records[self.capacity:]  # the weights of the others are released here
         return any(r is record for r in self._records)
 
