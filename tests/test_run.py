@@ -17,7 +17,8 @@ from cerebros_service.search.device import configure_device
 from cerebros_service.search.train import make_training_data
 from conftest import make_tiny_dataset
 
-ARTIFACTS = {"best_model.keras", "best_architecture.json", "trials.jsonl", "population_history.json", "run.json"}
+ARTIFACTS = {"best_model.keras", "best_single_model.keras", "best_architecture.json", "trials.jsonl",
+             "population_history.json", "run.json"}
 
 
 def _validation_metric(model_path, dataset, settings, metric):
@@ -65,7 +66,9 @@ def test_end_to_end_per_task_writes_complete_artifacts(tmp_path, fast_settings, 
     assert set(outcome.artifacts) == ARTIFACTS
     for path in outcome.artifacts.values():
         assert os.path.isabs(path) and os.path.exists(path)
-    assert sorted(os.listdir(run_dir.path)) == sorted(ARTIFACTS)  # no temp files or model leftovers
+    # no temp files or model leftovers; .weights holds the ensemble's pooled weights for a resume
+    assert sorted(os.listdir(run_dir.path)) == sorted(ARTIFACTS | {".weights"})
+    assert sorted(os.listdir(run_dir.path / ".weights")) == ["trial-0000.npz", "trial-0001.npz"]
 
     lines = [json.loads(line) for line in open(outcome.artifacts["trials.jsonl"])]
     assert [line["trial"] for line in lines] == [0, 1]
@@ -79,7 +82,8 @@ def test_end_to_end_per_task_writes_complete_artifacts(tmp_path, fast_settings, 
     assert run_json["stopped_because"] == "max_trials" and run_json["versions"]["keras"]
     assert run_json["device"] == outcome.device
 
-    assert outcome.best.model_path == outcome.artifacts["best_model.keras"]
+    assert outcome.best.model_path == outcome.artifacts["best_single_model.keras"]  # best_model: the ensemble
+    assert run_json["delivered_model"] == "ensemble" and len(run_json["ensemble"]["members"]) == 2
     reproduced = _validation_metric(outcome.best.model_path, dataset, settings, metric)
     assert reproduced == pytest.approx(outcome.best.value, rel=1e-4, abs=1e-5)
 
