@@ -47,6 +47,13 @@ def print_summary(result: dict, wall_s: float, out=sys.stdout) -> None:
     print(f"  best architecture : {describe_architecture(best)}", file=out)
     print(f"  best {result['metric']:<13}: {result['best_metric']:.4f} ({result['direction']})", file=out)
     print(f"  trials            : {result['completed_trials']} completed, {result['failed_trials']} failed", file=out)
+    ensemble = result.get("ensemble") or {}
+    if result.get("delivered_model") == "ensemble":
+        print(f"  delivered model   : an ensemble of {len(ensemble['members'])} trials (best_model.keras)", file=out)
+    test, single = result.get("test_metric"), (ensemble.get("single_best") or {}).get("test_metric")
+    if test is not None:
+        beside = f" (the single best: {single:.4f})" if result.get("delivered_model") == "ensemble" and single is not None else ""
+        print(f"  test {result['metric'].removeprefix('val_'):<13}: {test:.4f}{beside}", file=out)
     print(f"  time              : {wall_s:.1f} s (search {result['metadata']['duration_s']:.1f} s)", file=out)
     print(f"  artifacts         : {result['artifacts']['run_dir']}", file=out)
 
