@@ -27,10 +27,10 @@ from .errors import InputError, SearchFailed
 from .search import ensemble as ensembles
 from .search.device import configure_device, keras_backend
 from .search.metrics import output_units
-from .search.records import Candidate, SearchOutcome, TrialRecord, takes_lead
+from .search.records import Candidate, SearchOutcome, TrialRecord, delivered_model, takes_lead
 from .settings import Direction, SearchSettings, TrainSettings, best_of, resolve_metric
 from .search.space import architecture_summary
-from .search.train import StopCheck, TrainingData, make_training_data, train_population
+from .search.train import StopCheck, TrainingData, make_training_data, save_atomically, train_population
 from .strategies import as_proposal, make_strategy
 
 if TYPE_CHECKING:  # for the annotation; plan_evaluation imports it where it is used
@@ -257,7 +257,7 @@ class _State:
 
     def delivered(self) -> str:
         """Which model best_model.keras holds: "ensemble" or "single_best"."""
-        return "ensemble" if self.ensemble is not None and self.ensemble.get("members") else "single_best"
+        return delivered_model(self.ensemble)
 
     def delivered_test_metric(self) -> float | None:
         if self.delivered() == "ensemble":
@@ -432,7 +432,7 @@ def deliver_ensemble(best: TrialRecord, state: _State, *, data: TrainingData, he
         state.ensemble_pool = built.pool
         if run_dir is not None:
             tmp = str(run_dir.file("best_ensemble.keras"))
-            ensembles.save_ensemble(built.model, tmp)
+            save_atomically(built.model, tmp)  # uncompiled: it is for predicting
             if run_dir.file(BEST_MODEL).exists():
                 os.replace(run_dir.file(BEST_MODEL), run_dir.file(SINGLE_BEST_MODEL))
                 best = replace(best, model_path=str(run_dir.file(SINGLE_BEST_MODEL)))

@@ -252,8 +252,7 @@ def success_result(outcome, *, run_id: str, metadata: dict) -> dict:
         # a test split); the single best's whole evaluation: splits, validation and test
         # reports with per-class metrics, refit; the ensemble's members and scores.
         "test_metric": getattr(outcome, "test_metric", None),
-        "delivered_model": "ensemble" if (getattr(outcome, "ensemble", None) or {}).get("members")
-                           else "single_best",
+        "delivered_model": outcome.delivered_model,
         "ensemble": getattr(outcome, "ensemble", None),
         "evaluation": getattr(outcome, "evaluation", None) or None,
         "metric": outcome.metric,

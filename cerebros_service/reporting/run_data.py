@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..run_store import read_run_json
+from ..search.records import delivered_model
 from ..settings import standing_key, trial_standing
 
 EVENTS_FILE = "events.jsonl"
@@ -75,7 +76,7 @@ class RunData:
         recorded = self.run.get("delivered_model")
         if recorded in ("ensemble", "single_best"):
             return recorded
-        return "ensemble" if (self.ensemble or {}).get("members") else "single_best"
+        return delivered_model(self.ensemble)
 
     def ensemble_members(self) -> list[dict]:
         """The delivered ensemble's members, each ``{"trial", "weight", "record"}`` with the

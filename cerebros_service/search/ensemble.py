@@ -28,7 +28,6 @@ Keras is imported inside the functions that build models.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,10 +122,10 @@ def _greedy(task: Task, y_val: np.ndarray, predictions: np.ndarray, usable: list
         trial_means = (current[:, None, :] * total + pool) / (total + 1)  # (n, usable, out)
         losses = score_population(task, y_val, trial_means)["loss"]
         losses = np.where(np.isfinite(losses), losses, np.inf)
-        pick = usable[int(np.argmin(losses))]  # argmin: the first (best-ranked) of equal losses
-        counts[pick] += 1
+        best = int(np.argmin(losses))  # argmin: the first (best-ranked) of equal losses
+        counts[usable[best]] += 1
         total += 1
-        current = trial_means[:, usable.index(pick), :]
+        current = trial_means[:, best, :]
     return [(k, n / total) for k, n in counts.items() if n > 0]
 
 
@@ -170,13 +169,6 @@ def ensemble_model(models: list, weights: list[float], input_dim: int):
               for model, w in zip(models, weights)]
     outputs = scaled[0] if len(scaled) == 1 else keras.layers.Add(name="average")(scaled)
     return keras.Model(inputs, outputs, name="cerebros_ensemble")
-
-
-def save_ensemble(model, path: str) -> None:
-    """Saved atomically (temp file + rename), uncompiled: it is for predicting."""
-    tmp = path[: -len(".keras")] + ".tmp.keras"  # Keras insists on the suffix
-    model.save(tmp)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- after the search

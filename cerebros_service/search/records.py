@@ -74,6 +74,12 @@ class TrialRecord:
         return record
 
 
+def delivered_model(ensemble: dict | None) -> str:
+    """Which model best_model.keras holds: "ensemble" when an ensemble with members was
+    delivered (run.py's deliver_ensemble), else "single_best"."""
+    return "ensemble" if (ensemble or {}).get("members") else "single_best"
+
+
 def takes_lead(record: TrialRecord, leader: TrialRecord | None, direction: Direction) -> bool:
     """Whether ``record`` completed and outranks ``leader`` (any completed one does when there is none)."""
     return record.status == "completed" and outranks(
@@ -101,6 +107,10 @@ class SearchOutcome:
     # The pooled trials' validation and test outputs (search/ensemble.PoolPredictions), for
     # comparing selection methods on one search; never serialized.
     ensemble_pool: object | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def delivered_model(self) -> str:
+        return delivered_model(self.ensemble)
 
     @property
     def completed_trials(self) -> int:

@@ -281,6 +281,11 @@ def save_model(arch: dict, weights: dict, data: TrainingData, training: TrainSet
     model = standalone_model(arch, weights, data, training)
     # A built optimizer saves all its (fresh) slots, so loading the file warns of nothing.
     model.optimizer.build(model.trainable_variables)
+    save_atomically(model, path)
+
+
+def save_atomically(model, path: str) -> None:
+    """``model.save(path)`` through a temp file and a rename: a reader never sees half a file."""
     tmp = path[: -len(".keras")] + ".tmp.keras"  # Keras insists on the suffix
     model.save(tmp)
     os.replace(tmp, path)
