@@ -212,12 +212,17 @@ def _with_ensembles(rows: list[dict]) -> list[dict]:
     return out
 
 
+def our_splits(dataset, training: TrainSettings, seed: int):
+    """The rows our search of this seed trains, validates and tests on (data/splits.py), for a peer."""
+    labels = None if dataset.task == "regression" else dataset.y
+    return search_splits(dataset.n_samples, labels, training.validation_split, TEST_SPLIT, seed)
+
+
 def hgb_test_metric(dataset, seed: int, training: TrainSettings, metric: str) -> dict:
     """HistGradientBoosting with scikit-learn's defaults, stopped early on our validation rows."""
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
-    labels = None if dataset.task == "regression" else dataset.y
-    splits = search_splits(dataset.n_samples, labels, training.validation_split, TEST_SPLIT, seed)
+    splits = our_splits(dataset, training, seed)
     x, y = np.asarray(dataset.x, np.float64), dataset.y
     kind = HistGradientBoostingRegressor if dataset.task == "regression" else HistGradientBoostingClassifier
     model = kind(early_stopping=True, random_state=seed)
@@ -252,8 +257,7 @@ def kerastuner_test_metric(dataset, seed: int, budget_s: float, training: TrainS
         import peers  # benchmarks/peers.py (the speed benchmark's peer machinery)
     except ImportError:
         return {"test": None, "note": "benchmarks/peers.py not found: KerasTuner left out"}
-    labels = None if dataset.task == "regression" else dataset.y
-    splits = search_splits(dataset.n_samples, labels, training.validation_split, TEST_SPLIT, seed)
+    splits = our_splits(dataset, training, seed)
     search_rows = np.concatenate([splits.train, splits.validation])
     split = {"name": dataset.name, "task": dataset.task, "n_classes": dataset.n_classes,
              "x_search": np.asarray(dataset.x[search_rows], np.float64), "y_search": dataset.y[search_rows],
